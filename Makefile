@@ -1,0 +1,67 @@
+# webhook-gateway — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= deploy/config/quickstart.yaml
+export KAFKA_PORT ?= 9092
+
+.PHONY: help venv kafka-jars kafka-up kafka-down services-up services-down services-status \
+        lint fmt typecheck test test-unit run clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is missing: install Python 3.11+"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)  ## create .venv and install the project with dev extras
+
+kafka-jars:  ## fetch the Kafka broker jars from Maven Central (cached in .cache/)
+	deploy/local/kafka.sh jars
+
+kafka-up:  ## start the local single-node Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT (idempotent)
+	deploy/local/kafka.sh up
+
+kafka-down:  ## stop the local Kafka; no JVM is left behind
+	deploy/local/kafka.sh down
+
+services-up:  ## start Kafka, Redis and PostgreSQL on loopback (idempotent)
+	deploy/local/services.sh up
+
+services-down:  ## stop all local services
+	deploy/local/services.sh down
+
+services-status:
+	deploy/local/services.sh status
+
+fmt: $(STAMP)  ## format the code
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lint: $(STAMP)  ## ruff format check and lint
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+typecheck: $(STAMP)  ## mypy --strict
+	$(VENV)/bin/mypy
+
+test: $(STAMP) services-up lint typecheck  ## everything: venv, jars, services, lint, types, all tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)  ## unit tests only (no services)
+	$(PY) -m pytest --ignore=tests/integration $(PYTEST_ARGS)
+
+run: $(STAMP)  ## run the product on its embedded default (local Kafka, gateway, one consumer)
+	deploy/local/run.sh $(CONFIG)
+
+clean:  ## remove the virtualenv, caches and local service data (stop services first)
+	-deploy/local/services.sh down
+	rm -rf $(VENV) .cache var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,73 @@
+"""Sinks: where consumers deliver events. Swappable, so a subpackage.
+
+A sink is a class registered under the entry-point group ``webhook_gateway.sinks``.
+Built-in sinks (``file``, ``http``, ``kafka``, ``postgres``, ``log``) register through
+the same group as third-party plugins, see ``pyproject.toml``. The class has a pydantic
+``Config`` model for its YAML section and is built once at startup as
+``cls(name, config, context)``.
+
+Errors: raise :class:`SinkError` with ``retriable`` set to say whether the consumer
+should back off and try again (timeouts, 429, 5xx) or dead-letter at once (a 4xx, a
+body the target will never accept). Any other exception is treated as retriable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+
+from webhook_common.errors import WebhookGatewayError
+
+if TYPE_CHECKING:
+    from consumers.event import Event
+
+ENTRY_POINT_GROUP = "webhook_gateway.sinks"
+
+
+class SinkError(WebhookGatewayError):
+    """A delivery failed. ``retriable`` decides between backoff and the DLQ."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+@dataclass(frozen=True, slots=True)
+class SinkContext:
+    """What a sink may use besides its own config."""
+
+    kafka_bootstrap_servers: str
+    kafka_client_kwargs: dict[str, object]
+    registry: CollectorRegistry
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """The sink plugin interface.
+
+    ``send`` delivers one event and returns only when the target has it (durably, as far
+    as the target promises): the consumer writes the dedup mark and commits the offset
+    after it returns. ``send`` is called for one key at a time in offset order, but for
+    different keys concurrently. ``start`` opens connections; ``aclose`` flushes and
+    releases them.
+    """
+
+    Config: ClassVar[type[BaseModel]]
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def send(self, event: Event) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BatchSink(Sink, Protocol):
+    """Optional: a sink that can deliver several events (of different keys) at once."""
+
+    async def send_batch(self, events: Sequence[Event]) -> None: ...

@@ -1,0 +1,184 @@
+"""Loading the one YAML configuration file that gateway and consumers share.
+
+Each side validates the sections it owns with its own pydantic models (the gateway
+``kafka``, ``gateway`` and ``sources``; the consumers ``kafka`` and ``consumers``)
+and ignores the rest. What both need lives here:
+
+* ``${VAR}`` and ``${VAR:-default}`` interpolation in string values, so secrets and
+  addresses come from the environment (``$${`` is a literal ``${``);
+* :func:`validate`, which turns a pydantic ``ValidationError`` into a
+  :class:`~webhook_common.errors.ConfigError` whose lines name the key path, the value
+  (redacted when it is a secret) and what was expected;
+* :class:`KafkaSettings`, the client settings both sides use.
+
+Nothing here reads configuration at import time: ``__main__`` of each side calls
+:func:`load_file` once and passes the result down.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from webhook_common.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+_VAR = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+# A value under a key whose name contains one of these is never printed.
+_SECRET_WORDS = ("secret", "password", "token", "credential", "private", "apikey", "api_key")
+REDACTED = "<redacted>"
+
+
+def is_secret_key(path: Sequence[str | int]) -> bool:
+    """Whether a value at this key path must not be shown (any segment names a secret)."""
+    return any(
+        isinstance(seg, str) and any(w in seg.lower() for w in _SECRET_WORDS) for seg in path
+    )
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """``sources[0].secrets[1]`` style, as users see it in the YAML."""
+    out = ""
+    for seg in path:
+        if isinstance(seg, int):
+            out += f"[{seg}]"
+        else:
+            out += f".{seg}" if out else seg
+    return out or "<root>"
+
+
+def interpolate(data: Any, env: Mapping[str, str], path: tuple[str | int, ...] = ()) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a YAML document."""
+    if isinstance(data, dict):
+        return {k: interpolate(v, env, (*path, str(k))) for k, v in data.items()}
+    if isinstance(data, list):
+        return [interpolate(v, env, (*path, i)) for i, v in enumerate(data)]
+    if not isinstance(data, str) or "${" not in data:
+        return data
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):  # $${...} escapes interpolation
+            return m.group(0)[1:]
+        name, default = m.group(2), m.group(3)
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{format_path(path)}: ${{{name}}} is not set: expected the environment "
+                f"variable {name} to be set (or write ${{{name}:-default}})"
+            )
+        return value
+
+    return _VAR.sub(repl, data)
+
+
+def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Read, parse and interpolate a config file. Raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(p)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {str(p)!r}: <root>: got a {type(data).__name__}: expected a mapping"
+        )
+    result: dict[str, Any] = interpolate(data, os.environ if env is None else env)
+    return result
+
+
+def _show(value: Any, path: Sequence[str | int]) -> str:
+    if is_secret_key(path) or isinstance(value, SecretStr):
+        return REDACTED
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _lookup(data: Any, path: Sequence[str | int]) -> tuple[bool, Any]:
+    cur = data
+    for seg in path:
+        try:
+            cur = cur[seg]
+        except (KeyError, IndexError, TypeError):
+            return False, None
+    return True, cur
+
+
+def validate(model: type[M], data: Mapping[str, Any], *, source: str = "config") -> M:
+    """Validate ``data`` against ``model``; every problem becomes one line of a
+    :class:`ConfigError` naming key path, value and expectation."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = [seg for seg in err["loc"] if isinstance(seg, str | int)]
+            found, value = _lookup(data, loc)
+            got = f"got {_show(value, loc)}" if found else "missing"
+            expected = err["msg"]
+            if err["type"] == "extra_forbidden":
+                expected = "no such key (check spelling)"
+            lines.append(f"{format_path(loc)}: {got}: expected {expected[0].lower()}{expected[1:]}")
+        plural = "s" if len(lines) > 1 else ""
+        raise ConfigError(
+            f"{source}: {len(lines)} invalid value{plural}:\n  " + "\n  ".join(lines)
+        ) from None
+
+
+class StrictModel(BaseModel):
+    """Base for config models: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(StrictModel):
+    """Kafka client settings shared by gateway and consumers (YAML section ``kafka``)."""
+
+    bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
+    client_id: str = "webhook-gateway"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            import ssl
+
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
+        return kwargs

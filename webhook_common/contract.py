@@ -1,0 +1,137 @@
+"""The Kafka record: the one contract between ingress and consumers.
+
+The gateway writes, the consumers read, and nothing else couples them. One record per
+accepted webhook:
+
+* **key** — the entity id (UTF-8), e.g. the Crystallize order id, so that every event
+  about one entity lands on one partition, in order.
+* **value** — the request body, byte for byte as received and verified. Never
+  re-serialised: consumers and auditors can re-check a signature against it.
+* **headers** — CloudEvents 1.0 Kafka protocol binding, binary content mode
+  (https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/bindings/kafka-protocol-binding.md):
+
+  ==================  ==========================================================
+  ``ce_specversion``  ``1.0``
+  ``ce_id``           event id: the provider's delivery id, else a SHA-256 over
+                      source, method, query and raw body (so a resent delivery
+                      has the same id and is deduplicated downstream)
+  ``ce_source``       the configured source name, e.g. ``crystallize``
+  ``ce_type``         the event type, e.g. ``order.created`` or ``order``
+  ``ce_time``         when the gateway received it, RFC 3339 UTC with microseconds
+  ``ce_subject``      the entity id (the same as the record key)
+  ``content-type``    the request's Content-Type (``application/json`` when absent)
+  ``ce_httpmethod``   the HTTP method the provider used (extension attribute)
+  ``ce_httpquery``    the raw query string, possibly empty (extension attribute)
+  ``http-header-*``   allow-listed provider request headers, lower-cased names
+  ==================  ==========================================================
+
+Header values are UTF-8. Readers must ignore headers they do not know, so new
+headers can be added without a version bump; removing or renaming one is a breaking
+change to this module and to ``docs/contract.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from webhook_common.errors import ContractError
+
+SPECVERSION = "1.0"
+
+H_SPECVERSION = "ce_specversion"
+H_ID = "ce_id"
+H_SOURCE = "ce_source"
+H_TYPE = "ce_type"
+H_TIME = "ce_time"
+H_SUBJECT = "ce_subject"
+H_CONTENT_TYPE = "content-type"
+H_METHOD = "ce_httpmethod"
+H_QUERY = "ce_httpquery"
+HTTP_HEADER_PREFIX = "http-header-"
+
+DEFAULT_CONTENT_TYPE = "application/json"
+
+_REQUIRED = (H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME)
+
+
+@dataclass(frozen=True, slots=True)
+class EventMeta:
+    """Everything in a record besides key and value."""
+
+    id: str
+    source: str
+    type: str
+    time: str
+    subject: str = ""
+    content_type: str = DEFAULT_CONTENT_TYPE
+    method: str = "POST"
+    query: str = ""
+    http_headers: Mapping[str, str] = field(default_factory=dict)
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers in the order the contract lists them."""
+        headers = [
+            (H_SPECVERSION, b"1.0"),
+            (H_ID, self.id.encode()),
+            (H_SOURCE, self.source.encode()),
+            (H_TYPE, self.type.encode()),
+            (H_TIME, self.time.encode()),
+            (H_SUBJECT, self.subject.encode()),
+            (H_CONTENT_TYPE, self.content_type.encode()),
+            (H_METHOD, self.method.encode()),
+            (H_QUERY, self.query.encode()),
+        ]
+        for name, value in self.http_headers.items():
+            headers.append((HTTP_HEADER_PREFIX + name.lower(), value.encode()))
+        return headers
+
+    @classmethod
+    def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> EventMeta:
+        """Parse record headers; raise :class:`ContractError` naming what is wrong."""
+        values: dict[str, str] = {}
+        http_headers: dict[str, str] = {}
+        for name, raw in headers:
+            try:
+                text = (raw or b"").decode()
+            except UnicodeDecodeError as exc:
+                raise ContractError(f"record header {name!r} is not valid UTF-8") from exc
+            if name.startswith(HTTP_HEADER_PREFIX):
+                http_headers[name[len(HTTP_HEADER_PREFIX) :]] = text
+            else:
+                values[name] = text
+        missing = [h for h in _REQUIRED if not values.get(h)]
+        if missing:
+            raise ContractError(f"record lacks required header(s) {', '.join(missing)}")
+        if values[H_SPECVERSION] != SPECVERSION:
+            raise ContractError(
+                f"record header {H_SPECVERSION}={values[H_SPECVERSION]!r}: expected {SPECVERSION!r}"
+            )
+        return cls(
+            id=values[H_ID],
+            source=values[H_SOURCE],
+            type=values[H_TYPE],
+            time=values[H_TIME],
+            subject=values.get(H_SUBJECT, ""),
+            content_type=values.get(H_CONTENT_TYPE) or DEFAULT_CONTENT_TYPE,
+            method=values.get(H_METHOD) or "POST",
+            query=values.get(H_QUERY, ""),
+            http_headers=http_headers,
+        )
+
+
+def format_time(ts: float) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z``, from a Unix timestamp."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse a ``ce_time`` value (any RFC 3339 form) to an aware datetime."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ContractError(f"{H_TIME}={value!r} is not an RFC 3339 timestamp") from exc
+    if parsed.tzinfo is None:
+        raise ContractError(f"{H_TIME}={value!r} has no UTC offset")
+    return parsed
