@@ -7,6 +7,12 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
 port="${PG_PORT:-5439}"
 state="$state_root/postgres-$port"
+# As root the server runs as `postgres`, which cannot enter a checkout under a private
+# home directory (e.g. /root): then the cluster lives under /var/tmp instead.
+mkdir -p "$state_root"
+if [ "$(id -u)" = "0" ] && ! runuser -u postgres -- test -x "$state_root" 2>/dev/null; then
+    state="/var/tmp/webhook-gateway/postgres-$port"
+fi
 data="$state/data"
 
 pgbin() {
@@ -30,7 +36,7 @@ up() {
     if wait_port 127.0.0.1 "$port" 1; then
         echo "postgres.sh: already answering on 127.0.0.1:$port"; return 0
     fi
-    [ "$(id -u)" = "0" ] && chown postgres:postgres "$state"
+    if [ "$(id -u)" = "0" ]; then chown postgres:postgres "$state"; fi
     if [ ! -f "$data/PG_VERSION" ]; then
         as_pg "$bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 >"$state/initdb.log" 2>&1 \
             || die "initdb failed; see $state/initdb.log"

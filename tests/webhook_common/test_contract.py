@@ -65,7 +65,7 @@ def test_missing_required_header_is_named() -> None:
 
 def test_wrong_specversion_rejected() -> None:
     headers = [(n, b"0.3" if n == H_SPECVERSION else v) for n, v in META.to_headers()]
-    with pytest.raises(ContractError, match="expected '1.0'"):
+    with pytest.raises(ContractError, match=r"expected '1\.0'"):
         EventMeta.from_headers(headers)
 
 
