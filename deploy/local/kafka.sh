@@ -31,7 +31,7 @@ jars() {
     need_java
     echo "kafka.sh: fetching Kafka jars from Maven Central into $libs"
     rm -rf "$libs"
-    mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
         -DoutputDirectory="$libs" -DincludeScope=runtime \
         || die "mvn could not resolve deploy/local/pom.xml (is Maven Central reachable?)"
     touch "$libs/.complete"

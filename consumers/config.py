@@ -1,0 +1,152 @@
+"""The consumers' configuration: YAML sections ``kafka`` and ``consumers``.
+
+Built once by ``__main__`` from the file the gateway also reads (other sections are
+ignored here) and passed down. ``consumers.sinks`` is only checked for shape here; each
+sink's own keys are validated by the sink's ``Config`` model when the sinks are built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, model_validator
+
+from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.errors import ConfigError
+
+
+class DedupConfig(StrictModel):
+    """Where (event id, sink) marks live and for how long."""
+
+    store: Literal["memory", "redis"] = "memory"
+    ttl_seconds: int = Field(default=604_800, ge=1)
+    # Bound of the memory store (least recently used marks are dropped first).
+    max_entries: int = Field(default=1_000_000, ge=1)
+    redis_url: str | None = None
+    key_prefix: str = "webhookgw:dedup:"
+    # Most checks or marks sent to Redis in one pipeline.
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> Self:
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("redis_url to be set when store is 'redis'")
+        return self
+
+
+class PointerMatch(StrictModel):
+    """A JSON pointer (RFC 6901) into the body: equals a value, or merely exists."""
+
+    path: str = Field(pattern=r"^(/.*)?$")
+    equals: Any = None
+    exists: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Self:
+        has_equals = "equals" in self.model_fields_set
+        if has_equals == (self.exists is not None):
+            raise ValueError("exactly one of 'equals' or 'exists'")
+        return self
+
+
+class MatchConfig(StrictModel):
+    """All given conditions must hold; an empty match matches every event."""
+
+    source: str | None = None
+    type: str | None = None  # glob, e.g. "order.*"
+    key: str | None = None  # glob
+    headers: dict[str, str] = Field(default_factory=dict)
+    pointer: PointerMatch | list[PointerMatch] | None = None
+
+
+class RouteConfig(StrictModel):
+    name: str = Field(min_length=1)
+    match: MatchConfig = Field(default_factory=MatchConfig)
+    sinks: list[str] = Field(min_length=1)
+
+
+class RetryConfig(StrictModel):
+    """Per-sink exponential backoff with full jitter, and a retry budget.
+
+    An event gets at most ``max_attempts`` tries per sink before it is dead-lettered.
+    The budget bounds retries across all events of a sink to ``budget_ratio`` of first
+    attempts plus ``budget_min_per_second``, so an outage does not multiply the load on
+    the failing target; a retry over budget waits for budget instead of being dropped.
+    """
+
+    initial_ms: int = Field(default=200, ge=1)
+    max_ms: int = Field(default=30_000, ge=1)
+    multiplier: float = Field(default=2.0, ge=1.0)
+    max_attempts: int = Field(default=8, ge=1)
+    budget_ratio: float = Field(default=0.5, ge=0.0)
+    budget_min_per_second: float = Field(default=5.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.max_ms < self.initial_ms:
+            raise ValueError("max_ms to be at least initial_ms")
+        return self
+
+
+class ConcurrencyConfig(StrictModel):
+    # Records fetched but not finished, over all partitions: fetching pauses here.
+    max_in_flight: int = Field(default=1_000, ge=1)
+    # The same bound for one partition, so one hot partition cannot take every slot.
+    per_partition: int = Field(default=500, ge=1)
+    # Keys delivered concurrently (each key is sequential, in offset order).
+    max_parallel: int = Field(default=100, ge=1)
+
+
+class ConsumersConfig(StrictModel):
+    """YAML section ``consumers``."""
+
+    group: str = Field(default="webhook-consumers", min_length=1)
+    topics: list[str] = Field(default_factory=lambda: ["webhooks.raw"], min_length=1)
+    dlq_topic: str = Field(default="webhooks.dlq", min_length=1)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    sinks: dict[str, dict[str, Any]] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    unrouted: Literal["drop", "dead-letter"] = "drop"
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
+    commit_interval_ms: int = Field(default=1_000, ge=10)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _references(self) -> Self:
+        names = set()
+        for i, route in enumerate(self.routes):
+            if route.name in names:
+                raise ValueError(f"routes[{i}].name {route.name!r} to be unique")
+            names.add(route.name)
+            for sink in route.sinks:
+                if sink not in self.sinks:
+                    known = ", ".join(sorted(self.sinks))
+                    raise ValueError(
+                        f"routes[{i}] ({route.name!r}) sink {sink!r} to be one of "
+                        f"consumers.sinks ({known})"
+                    )
+        if self.dlq_topic in self.topics:
+            raise ValueError("dlq_topic not to be one of the consumed topics")
+        return self
+
+
+class Settings(StrictModel):
+    """The sections the consumers read; the rest of the file belongs to the gateway."""
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    consumers: ConsumersConfig
+
+
+def settings_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> Settings:
+    if "consumers" not in data:
+        raise ConfigError(f"{source}: consumers: missing: expected a 'consumers' section")
+    ours = {k: data[k] for k in ("kafka", "consumers") if k in data}
+    return validate(Settings, ours, source=source)
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the consumer sections of a config file."""
+    return settings_from_mapping(load_file(path, env), source=str(path))

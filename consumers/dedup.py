@@ -1,0 +1,199 @@
+"""Deduplication marks: "event ``id`` was delivered to sink ``name``".
+
+The engine asks :meth:`DedupStore.seen` before a delivery and calls
+:meth:`DedupStore.mark` only after the sink succeeded, so a crash between the two
+re-delivers (at least once) and never drops. Two stores:
+
+* ``memory`` — per process, bounded (least recently used first out) with a TTL. Right
+  for one consumer process; marks vanish on restart.
+* ``redis`` — shared by the group and restarts. Marks are ``SET key 1 NX EX ttl``;
+  checks are one ``MGET``. Concurrent callers are gathered into one pipeline per round
+  trip (see :class:`_Batcher`), never one round trip per event.
+
+When Redis fails the store raises :class:`DedupUnavailable` (retriable): the engine
+backs off and tries again instead of delivering unchecked, so an outage of Redis
+stalls delivery (fetching pauses at the in-flight bound) rather than duplicating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from consumers.config import DedupConfig
+from webhook_common.errors import WebhookGatewayError
+
+Pair = tuple[str, str]  # (event id, sink name)
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class DedupUnavailable(WebhookGatewayError):
+    """The dedup store could not answer; try again later."""
+
+    retriable = True
+
+
+class DedupStore(Protocol):
+    async def seen(self, event_id: str, sink: str) -> bool: ...
+
+    async def mark(self, event_id: str, sink: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class MemoryDedupStore:
+    """Bounded LRU of marks with a TTL, for a single consumer process."""
+
+    def __init__(
+        self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._ttl = ttl_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._marks: OrderedDict[Pair, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._marks)
+
+    async def seen(self, event_id: str, sink: str) -> bool:
+        pair = (event_id, sink)
+        expires = self._marks.get(pair)
+        if expires is None:
+            return False
+        if expires <= self._clock():
+            del self._marks[pair]
+            return False
+        self._marks.move_to_end(pair)
+        return True
+
+    async def mark(self, event_id: str, sink: str) -> None:
+        pair = (event_id, sink)
+        self._marks[pair] = self._clock() + self._ttl
+        self._marks.move_to_end(pair)
+        while len(self._marks) > self._max:
+            self._marks.popitem(last=False)
+
+    async def aclose(self) -> None:
+        self._marks.clear()
+
+
+class _Batcher(Generic[T, R]):
+    """Gathers concurrent single calls into batch calls.
+
+    The first caller starts a flush on the next loop iteration; everything submitted
+    until then (and while a flush is on the wire) goes into the next batch. No timer:
+    an idle consumer pays no added latency, a busy one gets large batches.
+    """
+
+    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
+        self._run = run
+        self._max = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+        return await fut
+
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let callers scheduled in this iteration join the batch
+        while self._pending:
+            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
+            try:
+                results = await self._run([item for item, _ in batch])
+            except BaseException as exc:
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+class RedisDedupStore:
+    """Marks in Redis, shared by every consumer of the group."""
+
+    def __init__(self, client: Any, ttl_seconds: int, prefix: str, batch_size: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+        self._checks: _Batcher[Pair, bool] = _Batcher(self._check_many, batch_size)
+        self._marks: _Batcher[Pair, None] = _Batcher(self._mark_many, batch_size)
+        # Round trips made, for tests and the batching metric.
+        self.round_trips = 0
+
+    @classmethod
+    def from_url(cls, url: str, ttl_seconds: int, prefix: str, batch_size: int) -> RedisDedupStore:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        return cls(client, ttl_seconds, prefix, batch_size)
+
+    def key(self, event_id: str, sink: str) -> str:
+        return f"{self._prefix}{sink}:{event_id}"
+
+    async def seen(self, event_id: str, sink: str) -> bool:
+        return await self._checks.submit((event_id, sink))
+
+    async def mark(self, event_id: str, sink: str) -> None:
+        await self._marks.submit((event_id, sink))
+
+    async def _check_many(self, pairs: list[Pair]) -> list[bool]:
+        import redis.exceptions
+
+        self.round_trips += 1
+        try:
+            values = await self._client.mget([self.key(e, s) for e, s in pairs])
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise DedupUnavailable(f"redis dedup check failed: {type(exc).__name__}") from exc
+        return [v is not None for v in values]
+
+    async def _mark_many(self, pairs: list[Pair]) -> list[None]:
+        import redis.exceptions
+
+        self.round_trips += 1
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for e, s in pairs:
+                    pipe.set(self.key(e, s), b"1", nx=True, ex=self._ttl)
+                await pipe.execute()
+        except (redis.exceptions.RedisError, OSError) as exc:
+            raise DedupUnavailable(f"redis dedup mark failed: {type(exc).__name__}") from exc
+        return [None] * len(pairs)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except Exception:
+            return False
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def build_store(config: DedupConfig) -> DedupStore:
+    if config.store == "redis":
+        assert config.redis_url is not None  # checked by DedupConfig
+        return RedisDedupStore.from_url(
+            config.redis_url, config.ttl_seconds, config.key_prefix, config.batch_size
+        )
+    return MemoryDedupStore(config.ttl_seconds, config.max_entries)
+
+
+__all__ = [
+    "DedupStore",
+    "DedupUnavailable",
+    "MemoryDedupStore",
+    "RedisDedupStore",
+    "build_store",
+]

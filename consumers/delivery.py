@@ -1,0 +1,183 @@
+"""Delivering one event to one sink: dedup check, attempts with backoff, mark, DLQ.
+
+Used by the engine for live traffic and by ``replay``. Only cancellation escapes
+:meth:`Deliverer.deliver`: sink errors become retries or dead letters, and failures of
+the dedup store or the DLQ producer are waited out (with backoff) because going on
+without them would either duplicate a delivery or lose a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from typing import TypeVar
+
+from consumers.dedup import DedupStore
+from consumers.dlq import REASON_EXHAUSTED, REASON_PERMANENT, DeadLetterWriter, SourceRecord
+from consumers.event import Event
+from consumers.metrics import ConsumerMetrics
+from consumers.retry import SinkRetry
+from consumers.sinks import Sink
+from webhook_common.contract import parse_time
+from webhook_common.errors import WebhookGatewayError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    DUPLICATE = "duplicate"
+    DEAD_LETTERED = "dead_lettered"
+    FAILED = "failed"  # no DLQ writer (replay): the caller reports it
+    DRY_RUN = "dry_run"
+
+
+def _retriable(exc: BaseException) -> bool:
+    # The Sink protocol: SinkError says; any other exception is treated as retriable.
+    if isinstance(exc, WebhookGatewayError):
+        return exc.retriable
+    return True
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Deliverer:
+    def __init__(
+        self,
+        sinks: Mapping[str, Sink],
+        dedup: DedupStore,
+        retries: Mapping[str, SinkRetry],
+        metrics: ConsumerMetrics,
+        dlq: DeadLetterWriter | None,
+        *,
+        infra_backoff_max: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sinks = sinks
+        self.dedup = dedup
+        self.retries = retries
+        self.metrics = metrics
+        self.dlq = dlq
+        self._infra_max = infra_backoff_max
+        self._clock = clock
+        self._rng = random.Random()
+        # False while the dedup store or the DLQ cannot be reached (for /readyz).
+        self.healthy = True
+
+    async def _persist(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run an infrastructure call until it succeeds, backing off (full jitter)."""
+        failures = 0
+        while True:
+            try:
+                result = await op()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self.healthy = False
+                if what.startswith("dedup"):
+                    self.metrics.dedup_errors.labels(what.removeprefix("dedup_")).inc()
+                if failures == 1 or failures % 20 == 0:
+                    log.warning("%s failed (%s), retrying", what, _describe(exc))
+                ceiling = min(self._infra_max, 0.05 * 2 ** min(failures, 16))
+                await asyncio.sleep(self._rng.uniform(0.0, ceiling))
+                continue
+            self.healthy = True
+            return result
+
+    async def deliver(
+        self, event: Event, record: SourceRecord, sink_name: str, *, dry_run: bool = False
+    ) -> Outcome:
+        sink = self.sinks[sink_name]
+        retry = self.retries[sink_name]
+        m = self.metrics
+        if await self._persist("dedup_check", lambda: self.dedup.seen(event.id, sink_name)):
+            m.duplicates.labels(sink_name).inc()
+            return Outcome.DUPLICATE
+        if dry_run:
+            return Outcome.DRY_RUN
+        attempts = 0
+        retry.budget.deposit()
+        while True:
+            attempts += 1
+            if attempts > 1:
+                m.retries.labels(sink_name).inc()
+            started = time.perf_counter()
+            try:
+                await sink.send(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                m.delivery_duration.labels(sink_name).observe(time.perf_counter() - started)
+                retriable = _retriable(exc)
+                outcome = "retriable_error" if retriable else "permanent_error"
+                m.deliveries.labels(sink_name, outcome).inc()
+                if retriable and not retry.exhausted(attempts):
+                    log.debug(
+                        "sink %s failed on %s (attempt %d): %s",
+                        sink_name,
+                        event.id,
+                        attempts,
+                        _describe(exc),
+                    )
+                    await retry.pause_before_retry(attempts)
+                    continue
+                reason = REASON_PERMANENT if not retriable else REASON_EXHAUSTED
+                log.warning(
+                    "sink %s gave up on event %s (%s/%d@%d) after %d attempt(s): %s",
+                    sink_name,
+                    event.id,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    attempts,
+                    _describe(exc),
+                )
+                return await self.dead_letter(
+                    record,
+                    reason=reason,
+                    sink=sink_name,
+                    attempts=attempts,
+                    error=_describe(exc),
+                )
+            m.delivery_duration.labels(sink_name).observe(time.perf_counter() - started)
+            m.deliveries.labels(sink_name, "success").inc()
+            self._observe_latency(event, sink_name)
+            await self._persist("dedup_mark", lambda: self.dedup.mark(event.id, sink_name))
+            return Outcome.DELIVERED
+
+    async def dead_letter(
+        self, record: SourceRecord, *, reason: str, sink: str, attempts: int, error: str
+    ) -> Outcome:
+        dlq = self.dlq
+        if dlq is None:
+            return Outcome.FAILED
+        await self._persist(
+            "dlq_produce",
+            lambda: dlq.send(
+                record,
+                reason=reason,
+                sink=sink,
+                attempts=attempts,
+                error=error,
+                now=self._clock(),
+            ),
+        )
+        self.metrics.dead_lettered.labels(sink or "-", reason).inc()
+        return Outcome.DEAD_LETTERED
+
+    def _observe_latency(self, event: Event, sink: str) -> None:
+        try:
+            sent = parse_time(event.time).timestamp()
+        except WebhookGatewayError:
+            return
+        self.metrics.end_to_end.labels(sink).observe(max(0.0, self._clock() - sent))

@@ -1,0 +1,465 @@
+"""The consumer engine: fetch, schedule by key, deliver, commit.
+
+Model: Confluent's Parallel Consumer, key-ordered mode. Within a partition, records of
+one key form a queue worked in offset order by one task at a time; queues of different
+keys run concurrently (at most ``concurrency.max_parallel`` deliveries at once), so a
+slow entity or sink holds up only its own key. Offsets are committed up to the lowest
+unfinished offset of each partition (:mod:`consumers.offsets`): periodically, when
+partitions are revoked, and at shutdown. Fetching pauses for a partition that holds
+``per_partition`` unfinished records and for all when ``max_in_flight`` is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from consumers.config import ConsumersConfig
+from consumers.delivery import Deliverer
+from consumers.dlq import REASON_CONTRACT, REASON_UNROUTED, SourceRecord
+from consumers.event import Event
+from consumers.metrics import ConsumerMetrics
+from consumers.offsets import PartitionOffsets
+from consumers.routing import Router
+from consumers.sinks import Sink
+from webhook_common.config import KafkaSettings
+from webhook_common.errors import ContractError
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is such a tuple
+
+
+@dataclass(slots=True)
+class WorkItem:
+    record: SourceRecord
+    event: Event | None  # None when the record breaks the contract
+    error: str = ""
+
+    @property
+    def tp(self) -> TP:
+        return (self.record.topic, self.record.partition)
+
+    @property
+    def key(self) -> str:
+        if self.event is not None:
+            return self.event.key
+        return (self.record.key or b"").decode("utf-8", "replace")
+
+
+def make_item(record: SourceRecord) -> WorkItem:
+    try:
+        event = Event.from_record(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+        )
+    except ContractError as exc:
+        return WorkItem(record, None, str(exc))
+    return WorkItem(record, event)
+
+
+@dataclass(slots=True)
+class _Partition:
+    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
+    keys: dict[str, deque[WorkItem]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class Scheduler:
+    """Key-ordered, key-parallel processing of fetched records, with offset tracking."""
+
+    def __init__(
+        self,
+        process: Callable[[WorkItem], Awaitable[None]],
+        max_parallel: int,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._process = process
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._on_change = on_change
+        self.partitions: dict[TP, _Partition] = {}
+        self._in_flight = 0
+        self.changed = asyncio.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def partition_in_flight(self, tp: TP) -> int:
+        part = self.partitions.get(tp)
+        return part.offsets.in_flight if part else 0
+
+    def assign(self, tp: TP) -> None:
+        self.partitions.setdefault(tp, _Partition())
+
+    def submit(self, item: WorkItem) -> None:
+        part = self.partitions.get(item.tp)
+        if part is None:
+            raise KeyError(f"partition {item.tp} is not assigned")
+        part.offsets.add(item.record.offset)
+        self._in_flight += 1
+        queue = part.keys.get(item.key)
+        if queue is not None:
+            queue.append(item)  # the key's task picks it up in order
+            return
+        part.keys[item.key] = deque([item])
+        task = asyncio.create_task(self._run_key(part, item.key), name=f"key:{item.key}")
+        part.tasks.add(task)
+        task.add_done_callback(part.tasks.discard)
+
+    async def _run_key(self, part: _Partition, key: str) -> None:
+        queue = part.keys[key]
+        try:
+            while queue:
+                item = queue[0]
+                try:
+                    async with self._slots:
+                        await self._process(item)
+                except Exception:
+                    # Only a bug of ours gets here (sink errors are handled below us):
+                    # keep the record unfinished and try it again rather than skip it.
+                    log.exception(
+                        "processing %s/%d@%d failed; retrying in 1s",
+                        item.record.topic,
+                        item.record.partition,
+                        item.record.offset,
+                    )
+                    await asyncio.sleep(1.0)
+                    continue
+                queue.popleft()
+                part.offsets.finish(item.record.offset)
+                self._in_flight -= 1
+                self._signal()
+        finally:
+            if part.keys.get(key) is queue:
+                del part.keys[key]
+
+    def _signal(self) -> None:
+        self.changed.set()
+        self._on_change()
+
+    async def wait_idle(self, tps: Iterable[TP] | None = None, within: float = 0.0) -> bool:
+        """Wait until the given (default: all) partitions have nothing in flight."""
+        chosen = list(self.partitions) if tps is None else list(tps)
+        deadline = time.monotonic() + within
+        while any(self.partition_in_flight(tp) for tp in chosen):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), min(left, 0.5))
+        return True
+
+    async def drop(self, tps: Iterable[TP]) -> None:
+        """Forget partitions: cancel their unfinished work (it is re-read by whoever
+        owns the partition next, from the committed offset)."""
+        tasks: list[asyncio.Task[None]] = []
+        for tp in list(tps):
+            part = self.partitions.pop(tp, None)
+            if part is None:
+                continue
+            self._in_flight -= part.offsets.in_flight
+            tasks.extend(part.tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._signal()
+
+    def commit_points(self, only: Iterable[TP] | None = None) -> dict[TP, int]:
+        chosen = self.partitions.keys() if only is None else only
+        out = {}
+        for tp in chosen:
+            part = self.partitions.get(tp)
+            if part is not None and (point := part.offsets.to_commit()) is not None:
+                out[tp] = point
+        return out
+
+    def committed(self, points: Mapping[TP, int]) -> None:
+        for tp, point in points.items():
+            part = self.partitions.get(tp)
+            if part is not None:
+                part.offsets.committed = point
+
+
+class Processor:
+    """What happens to one record: contract check, routing, fan-out to its sinks."""
+
+    def __init__(
+        self,
+        config: ConsumersConfig,
+        router: Router,
+        deliverer: Deliverer,
+        metrics: ConsumerMetrics,
+    ) -> None:
+        self._config = config
+        self._router = router
+        self._deliverer = deliverer
+        self._metrics = metrics
+
+    async def __call__(self, item: WorkItem) -> None:
+        if item.event is None:
+            log.warning(
+                "record %s/%d@%d breaks the contract: %s",
+                item.record.topic,
+                item.record.partition,
+                item.record.offset,
+                item.error,
+            )
+            await self._deliverer.dead_letter(
+                item.record, reason=REASON_CONTRACT, sink="", attempts=0, error=item.error
+            )
+            return
+        sinks = self._router.sinks_for(item.event)
+        if not sinks:
+            action = self._config.unrouted
+            self._metrics.unrouted.labels(action).inc()
+            if action == "dead-letter":
+                await self._deliverer.dead_letter(
+                    item.record,
+                    reason=REASON_UNROUTED,
+                    sink="",
+                    attempts=0,
+                    error="no route matched",
+                )
+            return
+        event = item.event
+        if len(sinks) == 1:
+            await self._deliverer.deliver(event, item.record, sinks[0])
+            return
+        async with asyncio.TaskGroup() as group:
+            for sink in sinks:
+                group.create_task(self._deliverer.deliver(event, item.record, sink))
+
+
+class Engine:
+    """Runs the group consumer until :meth:`stop`; then drains, commits and returns."""
+
+    def __init__(
+        self,
+        config: ConsumersConfig,
+        kafka: KafkaSettings,
+        sinks: Mapping[str, Sink],
+        deliverer: Deliverer,
+        metrics: ConsumerMetrics,
+        *,
+        group: str | None = None,
+        consumer_factory: Callable[..., Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.kafka = kafka
+        self.group = group or config.group
+        self.sinks = sinks
+        self.deliverer = deliverer
+        self.metrics = metrics
+        self._consumer_factory = consumer_factory
+        processor = Processor(config, Router(config.routes), deliverer, metrics)
+        self.scheduler = Scheduler(processor, config.concurrency.max_parallel)
+        self._consumer: Any = None
+        self._assigned: set[TP] = set()
+        self._stopping = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self.started = False
+        self.last_loop = time.monotonic()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the engine to stop fetching and shut down gracefully."""
+        self._stopping.set()
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self._stopping.is_set() and self.deliverer.healthy
+
+    def _make_consumer(self) -> Any:
+        if self._consumer_factory is not None:
+            return self._consumer_factory()
+        kwargs = self.kafka.client_kwargs()
+        kwargs["client_id"] = f"{self.kafka.client_id}-consumer"
+        return AIOKafkaConsumer(
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=min(500, self.config.concurrency.max_in_flight),
+            **kwargs,
+        )
+
+    async def run(self) -> None:
+        consumer = self._consumer = self._make_consumer()
+        consumer.subscribe(topics=list(self.config.topics), listener=_Listener(self))
+        await consumer.start()
+        self.started = True
+        commit_task = asyncio.create_task(self._commit_periodically(), name="commit")
+        try:
+            await self._fetch_loop()
+        finally:
+            commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await commit_task
+            await self._shutdown()
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        limits = self.config.concurrency
+        stop_wait = asyncio.create_task(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                self.last_loop = time.monotonic()
+                self._apply_pause()
+                room = max(1, limits.max_in_flight - self.scheduler.in_flight)
+                fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=room))
+                await asyncio.wait({fetch, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not fetch.done():
+                    # Stopping: records of an unfinished fetch are simply not taken; the
+                    # committed offset is below them anyway.
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await fetch
+                    break
+                batch = fetch.result()
+                for tp, records in batch.items():
+                    key = (tp.topic, tp.partition)
+                    if key not in self._assigned:
+                        continue  # revoked while the fetch was under way
+                    for rec in records:
+                        self.metrics.consumed.labels(tp.topic).inc()
+                        self.scheduler.submit(make_item(SourceRecord.from_consumer_record(rec)))
+                self.metrics.in_flight.set(self.scheduler.in_flight)
+                self._update_lag()
+        finally:
+            stop_wait.cancel()
+
+    def _apply_pause(self) -> None:
+        consumer = self._consumer
+        limits = self.config.concurrency
+        full = self.scheduler.in_flight >= limits.max_in_flight
+        pause, resume = [], []
+        paused = {(tp.topic, tp.partition) for tp in consumer.paused()}
+        for tp in self._assigned:
+            want = full or self.scheduler.partition_in_flight(tp) >= limits.per_partition
+            if want and tp not in paused:
+                pause.append(TopicPartition(*tp))
+            elif not want and tp in paused:
+                resume.append(TopicPartition(*tp))
+        if pause:
+            consumer.pause(*pause)
+        if resume:
+            consumer.resume(*resume)
+        self.metrics.paused.set(len(paused) + len(pause) - len(resume))
+        self.metrics.in_flight.set(self.scheduler.in_flight)
+
+    def _update_lag(self) -> None:
+        for tp in self._assigned:
+            high = self._consumer.highwater(TopicPartition(*tp))
+            part = self.scheduler.partitions.get(tp)
+            if high is None or part is None:
+                continue
+            point = part.offsets.commit_point()
+            if point is None:
+                point = part.offsets.committed if part.offsets.committed is not None else high
+            self.metrics.lag.labels(tp[0], str(tp[1])).set(max(0, high - point))
+
+    # -- commits -----------------------------------------------------------------
+
+    async def _commit_periodically(self) -> None:
+        interval = self.config.commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self.commit()
+
+    async def commit(self, only: Iterable[TP] | None = None) -> None:
+        async with self._commit_lock:
+            points = self.scheduler.commit_points(only)
+            if not points:
+                return
+            offsets = {TopicPartition(*tp): off for tp, off in points.items()}
+            try:
+                await self._consumer.commit(offsets)
+            except (KafkaError, AssertionError) as exc:
+                # Rebalancing or coordinator moving: the next commit carries the same
+                # (or later) offsets, and anything uncommitted is re-read and deduplicated.
+                self.metrics.commits.labels("error").inc()
+                log.warning("offset commit failed: %s: %s", type(exc).__name__, exc)
+                return
+            self.scheduler.committed(points)
+            self.metrics.commits.labels("success").inc()
+
+    # -- rebalance ---------------------------------------------------------------
+
+    async def on_revoked(self, tps: list[TP]) -> None:
+        revoked = [tp for tp in tps if tp in self._assigned]
+        self._assigned.difference_update(revoked)
+        if not revoked:
+            return
+        # Finish what is under way (bounded), so the next owner redoes as little as possible.
+        drain = min(self.config.shutdown_grace_seconds, 10.0)
+        await self.scheduler.wait_idle(revoked, drain)
+        await self.commit(revoked)
+        await self.scheduler.drop(revoked)
+        for topic, partition in revoked:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(topic, str(partition))
+        log.info("partitions revoked: %s", _fmt(revoked))
+
+    def on_assigned(self, tps: list[TP]) -> None:
+        for tp in tps:
+            self.scheduler.assign(tp)
+            self._assigned.add(tp)
+        log.info("partitions assigned: %s", _fmt(tps))
+
+    # -- shutdown ----------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        consumer = self._consumer
+        assigned = list(self._assigned)
+        if assigned:
+            consumer.pause(*(TopicPartition(*tp) for tp in assigned))
+        grace = self.config.shutdown_grace_seconds
+        in_flight = self.scheduler.in_flight
+        if not await self.scheduler.wait_idle(None, grace):
+            log.warning(
+                "shutdown grace of %.1fs over with %d record(s) unfinished (of %d); "
+                "they will be re-read and deduplicated",
+                grace,
+                self.scheduler.in_flight,
+                in_flight,
+            )
+        await self.commit()
+        await self.scheduler.drop(list(self.scheduler.partitions))
+        self._assigned.clear()
+        await consumer.stop()
+        self.metrics.in_flight.set(0)
+        log.info("consumer stopped")
+
+
+def _fmt(tps: Iterable[TP]) -> str:
+    return ", ".join(f"{t}/{p}" for t, p in sorted(tps)) or "none"
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """aiokafka awaits these during a rebalance, before the group moves on."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._engine.on_revoked([(tp.topic, tp.partition) for tp in revoked])
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._engine.on_assigned([(tp.topic, tp.partition) for tp in assigned])

@@ -1,0 +1,234 @@
+"""The ``http`` sink: POST each event's raw body to a URL.
+
+The request carries the body byte for byte, its original ``Content-Type``, the original
+request headers named in ``forward_headers``, static ``headers`` (e.g. an
+``Authorization`` token), CloudEvents HTTP binary-mode headers (``ce-id``,
+``ce-source``, ``ce-type``, ``ce-time``, ``ce-subject``) unless turned off, and,
+optionally, a fresh signature so the target can verify it came from this gateway:
+
+* ``hmac-sha256`` — hex (or base64) HMAC-SHA256 of the body under ``secret``, in a
+  configurable header with a configurable prefix (``X-Signature-256: sha256=...``);
+* ``standard-webhooks`` — ``webhook-id`` (the event id, so the target can deduplicate),
+  ``webhook-timestamp`` and ``webhook-signature: v1,<base64>`` per
+  https://www.standardwebhooks.com/ with a ``whsec_`` secret.
+
+Outcomes: 2xx is delivered. 408, 429, 5xx, timeouts and connection errors are
+retriable; every other status (other 4xx, and 3xx: redirects are not followed) is not.
+Errors name the sink, the URL without credentials or query, and the status; never a
+secret, a header value or the response body (which may echo them).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
+
+import httpx
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+
+from consumers.event import Event
+from consumers.sinks import SinkContext, SinkError
+from webhook_common.config import StrictModel
+
+# Set by the HTTP client from the request itself; forwarding them would corrupt it.
+_NOT_FORWARDABLE = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+_RETRIABLE_STATUS = frozenset({408, 425, 429})
+
+
+class HmacSigning(StrictModel):
+    scheme: Literal["hmac-sha256"]
+    secret: SecretStr = Field(min_length=1)
+    header: str = Field(default="X-Signature-256", pattern=r"^[A-Za-z0-9-]+$")
+    prefix: str = "sha256="
+    encoding: Literal["hex", "base64"] = "hex"
+
+    def signature(self, body: bytes) -> tuple[str, str]:
+        digest = hmac.new(self.secret.get_secret_value().encode(), body, hashlib.sha256).digest()
+        text = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
+        return self.header, self.prefix + text
+
+
+def standard_webhooks_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        # The message must not contain the secret: pydantic would print it.
+        raise ValueError("expected 'whsec_' followed by base64") from None
+    if len(key) < 16:
+        raise ValueError("expected a key of at least 16 bytes (24 base64 characters)")
+    return key
+
+
+class StandardWebhooksSigning(StrictModel):
+    scheme: Literal["standard-webhooks"]
+    secret: SecretStr
+
+    @field_validator("secret")
+    @classmethod
+    def _decodes(cls, value: SecretStr) -> SecretStr:
+        standard_webhooks_key(value.get_secret_value())
+        return value
+
+    def headers(self, msg_id: str, body: bytes, now: float) -> dict[str, str]:
+        timestamp = str(int(now))
+        key = standard_webhooks_key(self.secret.get_secret_value())
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        digest = hmac.new(key, signed, hashlib.sha256).digest()
+        return {
+            "webhook-id": msg_id,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+        }
+
+
+Signing = Annotated[HmacSigning | StandardWebhooksSigning, Field(discriminator="scheme")]
+
+
+class HttpSinkConfig(StrictModel):
+    url: AnyHttpUrl
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    forward_headers: list[str] = Field(
+        default_factory=list, description="original request headers to copy, any case"
+    )
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="static headers, e.g. Authorization (kept secret)"
+    )
+    content_type: str | None = Field(default=None, description="default: the event's own")
+    cloudevents_headers: bool = True
+    sign: Signing | None = None
+    max_connections: int = Field(default=100, ge=1, le=10_000)
+    ca_file: Path | None = None
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, value: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in value]
+        bad = sorted(set(names) & _NOT_FORWARDABLE)
+        if bad:
+            raise ValueError(f"headers the client sets itself cannot be forwarded: {bad}")
+        return names
+
+
+def redacted_url(url: str) -> str:
+    """``scheme://host[:port]/path``: no user info and no query, which may hold tokens."""
+    parsed = httpx.URL(url)
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.scheme}://{parsed.host}{port}{parsed.path}"
+
+
+class HttpSink:
+    """POSTs events to one URL through a pooled ``httpx.AsyncClient``."""
+
+    Config: ClassVar[type[HttpSinkConfig]] = HttpSinkConfig
+
+    def __init__(self, name: str, config: HttpSinkConfig, context: SinkContext) -> None:
+        self.name = name
+        self.config = config
+        self._url = str(config.url)
+        self._where = f"http sink {name!r} ({redacted_url(self._url)})"
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        if self._closed:
+            raise SinkError(f"{self._where} is closed", retriable=True)
+        if self._client is not None:
+            return
+        limits = httpx.Limits(
+            max_connections=self.config.max_connections,
+            max_keepalive_connections=self.config.max_connections,
+        )
+        verify: bool | str = str(self.config.ca_file) if self.config.ca_file else True
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.config.timeout_seconds),
+            limits=limits,
+            follow_redirects=False,
+            verify=verify,
+        )
+
+    def request_headers(self, event: Event, now: float) -> dict[str, str]:
+        """The headers of the request delivering ``event`` (signature included)."""
+        headers: dict[str, str] = {}
+        for name in self.config.forward_headers:
+            value = event.headers.get(name)
+            if value is not None:
+                headers[name] = value
+        for name, secret in self.config.headers.items():
+            headers[name] = secret.get_secret_value()
+        if self.config.cloudevents_headers:
+            headers.update(
+                {
+                    "ce-specversion": "1.0",
+                    "ce-id": event.id,
+                    "ce-source": event.source,
+                    "ce-type": event.type,
+                    "ce-time": event.time,
+                    "ce-subject": event.key,
+                }
+            )
+        headers["content-type"] = self.config.content_type or event.content_type
+        sign = self.config.sign
+        if isinstance(sign, HmacSigning):
+            header, value = sign.signature(event.body)
+            headers[header] = value
+        elif isinstance(sign, StandardWebhooksSigning):
+            headers.update(sign.headers(event.id, event.body, now))
+        return headers
+
+    async def send(self, event: Event) -> None:
+        client = self._client
+        if client is None:
+            state = "closed" if self._closed else "not started"
+            raise SinkError(f"{self._where} is {state}", retriable=True)
+        headers = self.request_headers(event, time.time())
+        # Header values may be non-ASCII (a subject, a forwarded header): send UTF-8.
+        encoded = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers.items()]
+        try:
+            response = await client.post(self._url, content=event.body, headers=encoded)
+        except httpx.TimeoutException as exc:
+            raise SinkError(
+                f"{self._where}: event {event.id!r}: no answer within "
+                f"{self.config.timeout_seconds:g} s ({type(exc).__name__})",
+                retriable=True,
+            ) from None
+        except httpx.TransportError as exc:
+            raise SinkError(
+                f"{self._where}: event {event.id!r}: connection failed ({type(exc).__name__})",
+                retriable=True,
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        retriable = status in _RETRIABLE_STATUS or status >= 500
+        raise SinkError(
+            f"{self._where}: event {event.id!r}: answered {status} {response.reason_phrase}"
+            + ("" if retriable else " (not retried: the target refuses this request)"),
+            retriable=retriable,
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()

@@ -1,0 +1,471 @@
+"""The webhook port: verify on raw bytes, write to Kafka, then answer 202.
+
+The hot path is a plain ASGI handler (:class:`Ingress`), not a FastAPI path
+operation: FastAPI's dependency injection and its middleware layers cost about half
+the throughput for work this small. :class:`GatewayApp` sends requests for configured
+source paths straight to it and everything else (``/docs``, ``/openapi.json``, 404s)
+to a FastAPI app, whose OpenAPI document describes the webhook paths by hand.
+
+Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 405
+method, 503 overloaded, 413 declared or streamed body over the limit, 401
+verification, 400 body that must be JSON and is not, 503 Kafka did not acknowledge
+in time; else 202 with the event id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway import extract, problem
+from gateway.config import GatewaySettings
+from gateway.metrics import IngressMetrics
+from gateway.producer import ProduceError, RecordProducer
+from gateway.sources import Source
+from gateway.verifiers import VerificationError, Verified, WebhookRequest
+from webhook_common.contract import DEFAULT_CONTENT_TYPE, EventMeta, format_time
+
+log = logging.getLogger(__name__)
+
+_ACCEPTED_HEADERS = [(b"content-type", b"application/json")]
+# Not an HTTP status: the client went away before we answered (nginx's convention).
+CLIENT_CLOSED = 499
+
+Network = IPv4Network | IPv6Network
+
+
+@dataclass(slots=True)
+class IngressState:
+    """Mutable process state the admin port reads."""
+
+    in_flight: int = 0
+    shutting_down: bool = False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(body: bytes) -> tuple[bool, Any]:
+    """``(ok, value)``; orjson first, the standard library for the valid JSON orjson
+    refuses (numbers beyond a double's range, which JavaScript reads as Infinity)."""
+    try:
+        return True, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return True, json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        return False, None
+
+
+def _first(value: str) -> str:
+    return value.split(",", 1)[0].strip()
+
+
+class Ingress:
+    """Handles webhook requests for the configured sources."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        producer: RecordProducer,
+        metrics: IngressMetrics,
+        settings: GatewaySettings,
+        state: IngressState | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sources = list(sources)
+        self.by_path = {s.path: s for s in self.sources}
+        self.producer = producer
+        self.metrics = metrics
+        self.settings = settings
+        self.state = state or IngressState()
+        self.clock = clock
+        self._trusted: tuple[Network, ...] = tuple(settings.trusted_proxies)
+        self._ack_timeout = settings.producer.ack_timeout_seconds
+        self._max_in_flight = settings.max_in_flight
+        self._retry_after = settings.retry_after_seconds
+        # Label children resolved once: `.labels()` is a dict lookup plus a lock.
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._duration = {s.name: metrics.request_duration.labels(s.name) for s in self.sources}
+        self._produce = {s.name: metrics.produce_duration.labels(s.name) for s in self.sources}
+        self._body_size = {s.name: metrics.body_size.labels(s.name) for s in self.sources}
+
+    def match(self, path: str) -> tuple[Source, str | None] | None:
+        """The source for ``path`` (its own path, or that plus an event-type segment)."""
+        source = self.by_path.get(path)
+        if source is not None:
+            return source, None
+        parent, _, segment = path.rpartition("/")
+        if segment:
+            source = self.by_path.get(parent)
+            if source is not None:
+                return source, segment
+        return None
+
+    def count(self, source: str, status: int) -> None:
+        child = self._requests.get((source, status))
+        if child is None:
+            child = self._requests[(source, status)] = self.metrics.requests.labels(
+                source, str(status)
+            )
+        child.inc()
+
+    async def handle(
+        self, source: Source, segment: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        state = self.state
+        if state.in_flight >= self._max_in_flight:
+            self.metrics.produce_failures.labels(source.name, "overloaded").inc()
+            await problem.send_problem(
+                send,
+                problem.unavailable(
+                    "too many requests in progress; retry later", self._retry_after
+                ),
+                scope["path"],
+            )
+            self.count(source.name, 503)
+            return
+        state.in_flight += 1
+        self.metrics.in_flight.inc()
+        status = 500
+        try:
+            status = await self._handle(source, segment, scope, receive, send)
+        except Exception:
+            # A bug, not a client error; the answer still follows the contract.
+            log.exception("unexpected error handling a webhook", extra={"source": source.name})
+            await problem.send_problem(
+                send, problem.Problem(500, "internal", "internal error"), scope["path"]
+            )
+        finally:
+            state.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.count(source.name, status)
+            self._duration[source.name].observe(time.perf_counter() - started)
+
+    async def _fail(self, send: Send, scope: Scope, p: problem.Problem) -> int:
+        await problem.send_problem(send, p, scope["path"])
+        return p.status
+
+    async def _handle(
+        self, source: Source, segment: str | None, scope: Scope, receive: Receive, send: Send
+    ) -> int:
+        received_at = self.clock()
+        method: str = scope["method"]
+        if method not in source.methods:
+            return await self._fail(send, scope, problem.method_not_allowed(method, source.methods))
+
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            if name not in headers:
+                headers[name] = raw_value.decode("latin-1")
+
+        limit = source.body_limit
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._fail(send, scope, problem.too_large(limit))
+
+        # Read the body in the chunks the server hands us; stop at the limit.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return CLIENT_CLOSED
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    return await self._fail(send, scope, problem.too_large(limit))
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._body_size[source.name].observe(size)
+
+        raw_query: bytes = scope.get("query_string", b"")
+        request = WebhookRequest(
+            method=method,
+            url=self.public_url(source, scope, headers, raw_query),
+            path=scope["path"],
+            query_string=raw_query.decode("latin-1"),
+            headers=headers,
+            body=body,
+        )
+        try:
+            verified = source.verifier.verify(request)
+        except VerificationError as exc:
+            self.metrics.verification_failures.labels(source.name, exc.reason).inc()
+            return await self._fail(send, scope, problem.unauthorized(exc.detail))
+        except Exception:
+            # Verifiers must fail closed; one that raises anything else still gets 401.
+            log.exception("verifier raised unexpectedly", extra={"source": source.name})
+            self.metrics.verification_failures.labels(source.name, "internal").inc()
+            return await self._fail(send, scope, problem.unauthorized("signature not verified"))
+        if not isinstance(verified, Verified):
+            log.error("verifier returned %r, not Verified", type(verified).__name__)
+            self.metrics.verification_failures.labels(source.name, "internal").inc()
+            return await self._fail(send, scope, problem.unauthorized("signature not verified"))
+        self.metrics.secret_matched.labels(source.name, str(verified.secret_index)).inc()
+
+        doc: Any = None
+        if body:
+            ok, doc = parse_json(body)
+            if not ok and source.require_json:
+                return await self._fail(send, scope, problem.bad_request("body is not valid JSON"))
+
+        query = dict(parse_qsl(request.query_string, keep_blank_values=True)[::-1])
+        event_id = verified.event_id or extract.event_id(source.name, method, raw_query, body)
+        entity_id = source.keys.entity_id(doc, query)
+        if entity_id is None:
+            self.metrics.key_fallback.labels(source.name).inc()
+            entity_id = event_id
+        meta = EventMeta(
+            id=event_id,
+            source=source.name,
+            type=extract.event_type(verified.event_type, query, segment, doc),
+            time=format_time(received_at),
+            subject=entity_id,
+            content_type=headers.get("content-type") or DEFAULT_CONTENT_TYPE,
+            method=method,
+            query=request.query_string,
+            http_headers={h: headers[h] for h in source.forward_headers if h in headers},
+        )
+
+        produce_started = time.perf_counter()
+        try:
+            await self.producer.send(
+                source.topic, entity_id.encode(), body, meta.to_headers(), self._ack_timeout
+            )
+        except ProduceError as exc:
+            self.metrics.produce_failures.labels(source.name, exc.reason).inc()
+            log.warning(
+                "record not acknowledged: %s", exc, extra={"source": source.name, "id": event_id}
+            )
+            return await self._fail(
+                send, scope, problem.unavailable(str(exc), self._retry_after)
+            )
+        finally:
+            self._produce[source.name].observe(time.perf_counter() - produce_started)
+
+        payload = orjson.dumps({"id": event_id})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 202,
+                "headers": [
+                    *_ACCEPTED_HEADERS,
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        return 202
+
+    def public_url(
+        self, source: Source, scope: Scope, headers: Mapping[str, str], raw_query: bytes
+    ) -> str:
+        """The URL the provider called, as it saw it: ``public_url`` when configured,
+        else the request's own, with scheme and host from ``X-Forwarded-Proto`` /
+        ``X-Forwarded-Host`` when the peer is a trusted proxy."""
+        raw_path: bytes | None = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        if source.public_url is not None:
+            rest = path[len(source.path) :] if path.startswith(source.path) else ""
+            base = source.public_url + rest
+        else:
+            scheme: str = scope.get("scheme", "http")
+            host = headers.get("host")
+            if host is None:
+                server = scope.get("server")
+                host = f"{server[0]}:{server[1]}" if server else "localhost"
+            if self._trusted and self._peer_trusted(scope):
+                proto = headers.get("x-forwarded-proto")
+                if proto and _first(proto).lower() in ("http", "https"):
+                    scheme = _first(proto).lower()
+                forwarded_host = headers.get("x-forwarded-host")
+                if forwarded_host and _first(forwarded_host):
+                    host = _first(forwarded_host)
+            base = f"{scheme}://{host}{path}"
+        return f"{base}?{raw_query.decode('latin-1')}" if raw_query else base
+
+    def _peer_trusted(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client:
+            return False
+        try:
+            peer = ip_address(client[0])
+        except ValueError:
+            return False
+        return any(peer in net for net in self._trusted)
+
+
+class GatewayApp:
+    """The ASGI app of the webhook port: source paths to :class:`Ingress`, the rest
+    (docs, OpenAPI, 404s) to FastAPI."""
+
+    def __init__(self, ingress: Ingress, api: FastAPI) -> None:
+        self.ingress = ingress
+        self.api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            found = self.ingress.match(scope["path"])
+            if found is not None:
+                await self.ingress.handle(found[0], found[1], scope, receive, send)
+                return
+        await self.api(scope, receive, send)
+
+
+def problem_handlers(app: FastAPI, on_error: Callable[[int], None]) -> None:
+    """Answer FastAPI's own errors (404, 405, ...) as problem details, counted."""
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        detail = exc.detail if exc.status_code != 404 else f"no webhook source at {request.url.path}"
+        p = problem.Problem(exc.status_code, slug, str(detail))
+        on_error(exc.status_code)
+        return Response(
+            p.body(request.url.path),
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+            media_type=problem.CONTENT_TYPE.decode(),
+        )
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details",
+    "properties": {
+        "type": {"type": "string", "example": "urn:webhook-gateway:problem:unauthorized"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "required": ["type", "title", "status", "detail", "instance"],
+}
+
+_ERRORS = {
+    "400": "Body is not JSON (sources with `require_json`)",
+    "401": "Signature missing, invalid or expired",
+    "405": "Method not allowed for this source (see the `Allow` header)",
+    "413": "Body over the source's limit",
+    "503": "Kafka did not acknowledge in time, or too many requests in progress "
+    "(see `Retry-After`)",
+}
+
+
+def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any]:
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    responses: dict[str, Any] = {
+        "202": {
+            "description": "Verified and acknowledged by Kafka",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"id": {"type": "string", "description": "event id"}},
+                        "required": ["id"],
+                    }
+                }
+            },
+        }
+    }
+    for status, description in _ERRORS.items():
+        responses[status] = {
+            "description": description,
+            "content": {"application/problem+json": {"schema": problem_ref}},
+        }
+    op: dict[str, Any] = {
+        "tags": ["webhooks"],
+        "summary": f"Receive a {source.name} webhook",
+        "description": (
+            f"Verified with the `{type(source.verifier).__name__}` verifier on the raw "
+            f"bytes, written to Kafka topic `{source.topic}`, then acknowledged. Body "
+            f"limit {source.body_limit} bytes."
+        ),
+        "operationId": f"webhook_{source.name}_{method.lower()}"
+        + ("_event_type" if with_segment else ""),
+        "responses": responses,
+    }
+    if with_segment:
+        op["parameters"] = [
+            {
+                "name": "event_type",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "event type recorded as `ce_type`",
+            }
+        ]
+    if method != "GET":
+        op["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": {}}},
+        }
+    return op
+
+
+def _version() -> str:
+    try:
+        return metadata.version("webhook-gateway")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_api(sources: Sequence[Source], on_error: Callable[[int], None]) -> FastAPI:
+    """The FastAPI app behind :class:`GatewayApp`: OpenAPI and docs."""
+    api = FastAPI(
+        title="webhook-gateway ingress",
+        version=_version(),
+        description="Verifies webhooks on their raw bytes and writes them to Kafka.",
+        redoc_url=None,
+    )
+    problem_handlers(api, on_error)
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=[]
+            )
+            paths = schema.setdefault("paths", {})
+            for source in sources:
+                for with_segment in (False, True):
+                    path = source.path + ("/{event_type}" if with_segment else "")
+                    paths[path] = {
+                        m.lower(): _operation(source, m, with_segment) for m in source.methods
+                    }
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
+                _PROBLEM_SCHEMA
+            )
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
+    return api
+
+
+def create_app(ingress: Ingress) -> GatewayApp:
+    api = create_api(ingress.sources, lambda status: ingress.count("", status))
+    return GatewayApp(ingress, api)

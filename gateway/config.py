@@ -1,0 +1,282 @@
+"""The ingress sections of the shared YAML file: ``kafka``, ``topics``, ``gateway``, ``sources``.
+
+Other sections (``consumers``) belong to the other side and are ignored here. Loading
+happens once, in ``__main__``: :func:`load` reads and validates the file, then
+:func:`gateway.verifiers.registry.build_sources` turns each source into a ready
+:class:`gateway.app.Source` with its verifier built.
+
+Defaults that depend on the provider (which methods, which JSON pointers give the
+entity id, which provider headers travel into the Kafka record) come from
+:data:`PROVIDER_DEFAULTS`, keyed by the verifier type; anything set in the file wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from gateway.extract import parse_pointer
+from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.errors import ConfigError
+
+MiB = 1024 * 1024
+Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+ALL_METHODS: tuple[Method, ...] = ("GET", "POST", "PUT", "PATCH", "DELETE")
+Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
+
+# Kafka's own rule for topic names.
+_TOPIC_NAME = r"^[A-Za-z0-9._-]{1,249}$"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+# Room for the record's headers and batch framing on top of the largest body, so a
+# body at its limit always fits into one produce request.
+RECORD_OVERHEAD = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDefaults:
+    methods: tuple[Method, ...]
+    key_pointers: tuple[str, ...]
+    key_entity_get_id: bool
+    key_query_param: str | None
+    forward_headers: tuple[str, ...]
+
+
+GENERIC_DEFAULTS = ProviderDefaults(
+    methods=("POST",),
+    key_pointers=("/id",),
+    key_entity_get_id=False,
+    key_query_param=None,
+    forward_headers=(),
+)
+
+PROVIDER_DEFAULTS: Mapping[str, ProviderDefaults] = {
+    # Crystallize calls webhooks with any of the five methods (GET ones carry no body
+    # and put the entity id into the `id` query parameter). Bodies are GraphQL results
+    # shaped `{"<entity>": {"get": {...}}}`. The signature header travels with the
+    # record so an auditor can re-check the raw value against it (it is a MAC over this
+    # one body, short-lived, not a secret).
+    "crystallize": ProviderDefaults(
+        methods=ALL_METHODS,
+        key_pointers=("/order/get/id", "/item/get/id", "/customer/get/identifier", "/orderId", "/id"),
+        key_entity_get_id=True,
+        key_query_param="id",
+        forward_headers=("x-crystallize-signature",),
+    ),
+}
+
+
+class ProducerSettings(StrictModel):
+    """``gateway.producer``: the one Kafka producer of the process."""
+
+    ack_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    linger_ms: int = Field(default=5, ge=0, le=1000)
+    compression: Compression = "lz4"
+
+    @field_validator("compression")
+    @classmethod
+    def _codec_installed(cls, value: Compression) -> Compression:
+        if value == "none":
+            return value
+        from aiokafka import codec
+
+        available = {
+            "gzip": codec.has_gzip,
+            "snappy": codec.has_snappy,
+            "lz4": codec.has_lz4,
+            "zstd": codec.has_zstd,
+        }[value]
+        if not available():
+            raise ValueError(
+                f"a codec whose library is installed ({value!r} needs cramjam: "
+                "pip install cramjam), or 'gzip' / 'none'"
+            )
+        return value
+
+
+class GatewaySettings(StrictModel):
+    """``gateway``: process-wide ingress settings."""
+
+    producer: ProducerSettings = ProducerSettings()
+    max_in_flight: int = Field(default=1000, ge=1, le=1_000_000)
+    retry_after_seconds: int = Field(default=1, ge=0, le=3600)
+    trusted_proxies: list[IPv4Network | IPv6Network] = []
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=600)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+
+class TopicSpec(StrictModel):
+    """One entry of the top-level ``topics`` list (what ``topics create`` makes)."""
+
+    name: str = Field(pattern=_TOPIC_NAME)
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+    config: dict[str, str] = {}
+
+
+class VerifierSection(BaseModel):
+    """``sources[i].verifier``: ``type`` picks the entry point; every other key belongs
+    to that verifier's own ``Config`` and is validated by the registry."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: str = Field(min_length=1)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class KeyRules(StrictModel):
+    """``sources[i].key``: where the entity id (the Kafka key) comes from. An unset
+    field takes the provider default."""
+
+    pointers: list[str] | None = None
+    entity_get_id: bool | None = None
+    query_param: str | None = None
+
+    @field_validator("pointers")
+    @classmethod
+    def _pointers(cls, value: list[str] | None) -> list[str] | None:
+        for pointer in value or ():
+            parse_pointer(pointer)
+        return value
+
+
+class SourceConfig(StrictModel):
+    """One entry of ``sources``: a provider endpoint."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    path: str | None = Field(default=None, pattern=r"^(/[A-Za-z0-9_.~-]+)+$")
+    methods: list[Method] | None = Field(default=None, min_length=1)
+    verifier: VerifierSection
+    secrets: list[SecretStr] = []
+    body_limit: int = Field(default=MiB, ge=1, le=64 * MiB)
+    require_json: bool = True
+    key: KeyRules = KeyRules()
+    topic: str = Field(default="webhooks.raw", pattern=_TOPIC_NAME)
+    public_url: str | None = None
+    forward_headers: list[str] | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("an absolute http(s) URL such as 'https://hooks.example.com/webhooks/x'")
+        if parts.query or parts.fragment:
+            raise ValueError("a URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _header_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for name in value:
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"HTTP header names (token characters), not {name!r}")
+        return [name.lower() for name in value]
+
+    @property
+    def route_path(self) -> str:
+        return self.path or f"/webhooks/{self.name}"
+
+    @property
+    def defaults(self) -> ProviderDefaults:
+        return PROVIDER_DEFAULTS.get(self.verifier.type, GENERIC_DEFAULTS)
+
+
+class IngressConfig(BaseModel):
+    """The sections the gateway reads; other top-level sections are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: list[TopicSpec] = []
+    gateway: GatewaySettings = GatewaySettings()
+    sources: list[SourceConfig] = Field(min_length=1)
+
+    @property
+    def max_body_limit(self) -> int:
+        return max(s.body_limit for s in self.sources)
+
+    @property
+    def max_request_size(self) -> int:
+        """Producer ``max_request_size``: the largest body plus headroom for headers."""
+        return self.max_body_limit + RECORD_OVERHEAD
+
+    def topic_specs(self) -> list[TopicSpec]:
+        """The ``topics`` list plus every source topic it does not name (with defaults)."""
+        specs = list(self.topics)
+        named = {t.name for t in specs}
+        for source in self.sources:
+            if source.topic not in named:
+                specs.append(TopicSpec(name=source.topic))
+                named.add(source.topic)
+        return specs
+
+
+def _cross_check(cfg: IngressConfig) -> None:
+    """What one entry cannot check alone: unique names, unambiguous paths."""
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    paths: dict[str, int] = {}
+    for i, source in enumerate(cfg.sources):
+        if source.name in names:
+            problems.append(
+                f"sources[{i}].name: got {source.name!r}: expected a name not already used "
+                f"by sources[{names[source.name]}]"
+            )
+        names.setdefault(source.name, i)
+        path = source.route_path
+        key = "path" if source.path else "name"
+        if path in paths:
+            problems.append(
+                f"sources[{i}].{key}: gives path {path!r}: expected a path not already used "
+                f"by sources[{paths[path]}]"
+            )
+        paths.setdefault(path, i)
+    # `/a/b` next to `/a` is ambiguous: `/a/b` could be source `/a` with event type `b`.
+    for path, i in paths.items():
+        parent = path.rsplit("/", 1)[0]
+        if parent in paths:
+            problems.append(
+                f"sources[{i}].path: got {path!r}: expected a path that is not "
+                f"sources[{paths[parent]}]'s path plus one segment (that is its event-type form)"
+            )
+    specs: dict[str, int] = {}
+    for i, spec in enumerate(cfg.topics):
+        if spec.name in specs:
+            problems.append(
+                f"topics[{i}].name: got {spec.name!r}: expected a topic not already listed "
+                f"at topics[{specs[spec.name]}]"
+            )
+        specs.setdefault(spec.name, i)
+    if problems:
+        plural = "s" if len(problems) > 1 else ""
+        raise ConfigError(
+            f"config: {len(problems)} invalid value{plural}:\n  " + "\n  ".join(problems)
+        )
+
+
+def parse(data: Mapping[str, Any], *, source: str = "config") -> IngressConfig:
+    """Validate the ingress sections of an already loaded document."""
+    cfg = validate(IngressConfig, data, source=source)
+    _cross_check(cfg)
+    return cfg
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> IngressConfig:
+    """Read, interpolate and validate a config file. Raises :class:`ConfigError`."""
+    return parse(load_file(path, env), source=f"config file {str(path)!r}")

@@ -1,0 +1,135 @@
+"""What the gateway derives from a verified request: entity id, event type, event id.
+
+Pure functions over values the request handler already has (the body parsed once,
+the query parameters, the path), so they are cheap and easy to test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_MISSING = object()
+
+
+def parse_pointer(pointer: str) -> tuple[str, ...]:
+    """Split an RFC 6901 JSON pointer into unescaped reference tokens.
+
+    ``""`` is the whole document; otherwise it starts with ``/``; ``~0`` is ``~`` and
+    ``~1`` is ``/``; any other ``~`` is an error (:class:`ValueError`).
+    """
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        raise ValueError(f"an RFC 6901 JSON pointer starting with '/', not {pointer!r}")
+    tokens = []
+    for raw in pointer[1:].split("/"):
+        rest = raw.replace("~0", "").replace("~1", "")
+        if "~" in rest:
+            raise ValueError(f"an RFC 6901 JSON pointer ('~' only as ~0 or ~1), not {pointer!r}")
+        # Order matters: `~01` is the token `~1`, not `/`.
+        tokens.append(raw.replace("~1", "/").replace("~0", "~"))
+    return tuple(tokens)
+
+
+def resolve(doc: Any, tokens: Sequence[str]) -> Any:
+    """The value at ``tokens`` in ``doc``, or :data:`_MISSING`."""
+    cur = doc
+    for token in tokens:
+        if isinstance(cur, dict):
+            if token not in cur:
+                return _MISSING
+            cur = cur[token]
+        elif isinstance(cur, list):
+            # RFC 6901 array indexes: digits, no leading zero, no `-` when reading.
+            if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+                return _MISSING
+            index = int(token)
+            if index >= len(cur):
+                return _MISSING
+            cur = cur[index]
+        else:
+            return _MISSING
+    return cur
+
+
+def _as_id(value: Any) -> str | None:
+    """A usable id: a non-empty string, or an integer (never a bool, float or object)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExtractor:
+    """Entity id rules of one source, pointers parsed once at startup."""
+
+    pointers: tuple[tuple[str, ...], ...]
+    entity_get_id: bool = False
+    query_param: str | None = None
+
+    @classmethod
+    def build(
+        cls, pointers: Sequence[str], entity_get_id: bool, query_param: str | None
+    ) -> KeyExtractor:
+        return cls(tuple(parse_pointer(p) for p in pointers), entity_get_id, query_param)
+
+    def entity_id(self, doc: Any, query: Mapping[str, str]) -> str | None:
+        """First id found: the pointers in order, then any top-level
+        ``<entity>/get/id`` (in document order), then the query parameter."""
+        if doc is not None:
+            for tokens in self.pointers:
+                found = _as_id(resolve(doc, tokens))
+                if found is not None:
+                    return found
+            if self.entity_get_id and isinstance(doc, dict):
+                for value in doc.values():
+                    if isinstance(value, dict):
+                        get = value.get("get")
+                        if isinstance(get, dict):
+                            found = _as_id(get.get("id"))
+                            if found is not None:
+                                return found
+        if self.query_param is not None:
+            return query.get(self.query_param) or None
+        return None
+
+
+def event_type(
+    provided: str | None, query: Mapping[str, str], path_segment: str | None, doc: Any
+) -> str:
+    """The first of: the verifier's (provider header), query ``concern`` + ``event``
+    joined as ``{concern}.{event}`` (either alone when only one is given), the path's
+    trailing segment, the body's first top-level key; else ``unknown``."""
+    if provided:
+        return provided
+    concern, event = query.get("concern"), query.get("event")
+    if concern and event:
+        return f"{concern}.{event}"
+    if concern or event:
+        return concern or event or ""
+    if path_segment:
+        return path_segment
+    if isinstance(doc, dict) and doc:
+        return str(next(iter(doc)))
+    return "unknown"
+
+
+def _netstring(data: bytes) -> bytes:
+    return b"%d:%b," % (len(data), data)
+
+
+def event_id(source: str, method: str, query: bytes, body: bytes) -> str:
+    """Lowercase hex SHA-256 over the netstrings of source, method, raw query string
+    and raw body (netstrings make the field boundaries unambiguous). A provider retry
+    of the same delivery gets the same id, so consumers deduplicate it."""
+    digest = hashlib.sha256()
+    digest.update(_netstring(source.encode()))
+    digest.update(_netstring(method.encode()))
+    digest.update(_netstring(query))
+    digest.update(_netstring(body))
+    return digest.hexdigest()

@@ -1,0 +1,77 @@
+"""Ingress metrics, all ``webhookgw_ingress_*``, on a registry the caller passes in.
+
+Label values are fixed sets (configured source names, HTTP status codes, verifier
+reason labels, secret indexes), never request input, so cardinality stays bounded.
+Requests to unknown paths are counted under source ``""``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "webhookgw_ingress_"
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
+
+
+class IngressMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            PREFIX + "requests",
+            "Webhook requests answered, by source and HTTP status.",
+            ["source", "status"],
+            registry=registry,
+        )
+        self.verification_failures = Counter(
+            PREFIX + "verification_failures",
+            "Requests refused with 401, by source and verifier reason.",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from request start to the last response byte, by source.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.produce_duration = Histogram(
+            PREFIX + "produce_duration_seconds",
+            "Time from handing a record to the producer until Kafka acknowledged it "
+            "(or the deadline passed), by source.",
+            ["source"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.produce_failures = Counter(
+            PREFIX + "produce_failures",
+            "Records Kafka did not acknowledge (answered 503), by source and reason "
+            "(timeout, error, overloaded).",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            PREFIX + "in_flight_requests",
+            "Webhook requests being handled now.",
+            registry=registry,
+        )
+        self.body_size = Histogram(
+            PREFIX + "body_size_bytes",
+            "Size of request bodies read in full, by source.",
+            ["source"],
+            buckets=_SIZE_BUCKETS,
+            registry=registry,
+        )
+        self.key_fallback = Counter(
+            PREFIX + "key_fallback",
+            "Records keyed by event id because no entity id was found, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.secret_matched = Counter(
+            PREFIX + "secret_matched",
+            "Verified requests by which configured secret matched (rotation progress).",
+            ["source", "index"],
+            registry=registry,
+        )

@@ -1,0 +1,155 @@
+"""The one Kafka producer of an ingress process.
+
+Idempotent with ``acks=all``: a record counts as written only when every in-sync
+replica has it, and the producer's own retries cannot duplicate it. The request
+handler awaits :meth:`KafkaProducer.send` and answers 202 only when it returns; any
+failure or a missed deadline is a :class:`ProduceError` (answered 503, the provider
+retries, consumers deduplicate by event id if the record did land after all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from gateway.config import ProducerSettings
+from webhook_common.config import KafkaSettings
+from webhook_common.errors import WebhookGatewayError
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class ProduceError(WebhookGatewayError):
+    """Kafka did not acknowledge a record. ``reason`` is a metric label:
+    ``timeout`` (deadline passed) or ``error`` (the client reported a failure)."""
+
+    retriable = True
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class RecordProducer(Protocol):
+    """What the request handler needs; tests substitute a fake."""
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, timeout: float
+    ) -> None:
+        """Return once Kafka acknowledged the record; else raise :class:`ProduceError`."""
+        ...
+
+    async def readiness(self) -> str | None:
+        """``None`` when ready, else why not (for ``/readyz``)."""
+        ...
+
+
+class KafkaProducer:
+    """aiokafka producer with the gateway's settings and an acknowledgement deadline."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: ProducerSettings,
+        *,
+        max_request_size: int,
+        topics: Sequence[str],
+    ) -> None:
+        self._kafka = kafka
+        self._settings = settings
+        self._max_request_size = max_request_size
+        self._topics = tuple(dict.fromkeys(topics))
+        self._producer: AIOKafkaProducer | None = None
+        self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        compression = self._settings.compression
+        return {
+            **self._kafka.client_kwargs(),
+            "enable_idempotence": True,
+            "acks": "all",
+            "linger_ms": self._settings.linger_ms,
+            "compression_type": None if compression == "none" else compression,
+            "max_request_size": self._max_request_size,
+        }
+
+    async def start(self) -> None:
+        """Connect, then learn the partitions of every source topic so the first
+        request does not pay for it. A missing topic is logged, not fatal: the
+        gateway serves (requests for it get 503) and ``/readyz`` says why."""
+        producer = AIOKafkaProducer(**self.client_kwargs())
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        missing = await self.missing_topics()
+        if missing:
+            log.warning(
+                "topics do not exist (run `python -m gateway topics create`): %s",
+                ", ".join(missing),
+            )
+        for topic in self._topics:
+            if topic not in missing:
+                await producer.partitions_for(topic)
+
+    async def missing_topics(self) -> list[str]:
+        if self._producer is None:
+            return list(self._topics)
+        metadata = await self._producer.client.fetch_all_metadata()
+        known = metadata.topics()
+        return [t for t in self._topics if t not in known]
+
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, timeout: float
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise ProduceError("error", "the Kafka producer is not running")
+        try:
+            async with asyncio.timeout(timeout):
+                delivery = await producer.send(topic, value=value, key=key, headers=headers)
+                # Shielded: the batch may still be delivered after our deadline, and
+                # aiokafka must be able to resolve its own future then.
+                await asyncio.shield(delivery)
+        except TimeoutError:
+            raise ProduceError(
+                "timeout", f"Kafka did not acknowledge within {timeout:g} s"
+            ) from None
+        except KafkaError as exc:
+            raise ProduceError("error", f"Kafka refused the record: {type(exc).__name__}") from exc
+
+    async def readiness(self) -> str | None:
+        now = time.monotonic()
+        checked_at, reason = self._ready_cache
+        if now - checked_at < 1.0:
+            return reason
+        try:
+            async with asyncio.timeout(2.0):
+                missing = await self.missing_topics()
+            reason = f"topics missing: {', '.join(missing)}" if missing else None
+        except (TimeoutError, KafkaError) as exc:
+            reason = f"Kafka unreachable: {type(exc).__name__}"
+        if self._producer is None:
+            reason = "producer not started"
+        self._ready_cache = (now, reason)
+        return reason
+
+    async def stop(self) -> None:
+        """Deliver everything buffered, then disconnect."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        try:
+            await producer.flush()
+        finally:
+            await producer.stop()
