@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
 from webhook_common.errors import ConfigError
@@ -24,7 +24,8 @@ class DedupConfig(StrictModel):
     ttl_seconds: int = Field(default=604_800, ge=1)
     # Bound of the memory store (least recently used marks are dropped first).
     max_entries: int = Field(default=1_000_000, ge=1)
-    redis_url: str | None = None
+    # May carry a password (redis://:pw@host/0), so it is never printed.
+    redis_url: SecretStr | None = None
     key_prefix: str = "webhookgw:dedup:"
     # Most checks or marks sent to Redis in one pipeline.
     batch_size: int = Field(default=500, ge=1, le=10_000)

@@ -33,7 +33,7 @@ class PartitionOffsets:
 
     def finish(self, offset: int) -> None:
         """A record is done (delivered, deduplicated, dropped or dead-lettered)."""
-        if not self._pending or offset < self._pending[0] or offset > (self._last or -1):
+        if not self._pending or not self._pending[0] <= offset <= self._pending[-1]:
             raise ValueError(f"offset {offset} is not pending")
         self._done.add(offset)
         while self._pending and self._pending[0] in self._done:

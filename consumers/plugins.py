@@ -61,7 +61,8 @@ def _check_sink_class(obj: object, where: str) -> type[Sink]:
     for method in _REQUIRED_METHODS:
         if not inspect.iscoroutinefunction(getattr(obj, method, None)):
             raise PluginError(
-                f"{where}: class {obj.__qualname__} lacks 'async def {method}()' of the Sink protocol"
+                f"{where}: class {obj.__qualname__} lacks 'async def {method}()' "
+                "of the Sink protocol"
             )
     batch = getattr(obj, "send_batch", None)
     if batch is not None and not inspect.iscoroutinefunction(batch):

@@ -14,6 +14,7 @@ in time; else 202 with the event id.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import extract, problem
 from gateway.config import GatewaySettings
@@ -71,6 +72,33 @@ def parse_json(body: bytes) -> tuple[bool, Any]:
         return True, json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         return False, None
+
+
+# After refusing a body as too large, read (and discard) at most this much more of it,
+# for at most DRAIN_SECONDS, so that a client still sending sees the 413 instead of a
+# connection reset. Anything longer is cut off by closing the connection.
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 1.0
+
+
+def more_body(message: Message) -> bool:
+    return bool(message.get("more_body", False))
+
+
+async def _drain(receive: Receive, budget: int) -> bool:
+    """Discard the rest of the request body; True when it ended within the budget."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            while budget >= 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                budget -= len(message.get("body", b""))
+                if not more_body(message):
+                    return budget >= 0
+    except TimeoutError:
+        return False
+    return False
 
 
 def _first(value: str) -> str:
@@ -180,7 +208,8 @@ class Ingress:
         limit = source.body_limit
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            return await self._fail(send, scope, problem.too_large(limit))
+            drained = int(declared) <= DRAIN_BYTES and await _drain(receive, DRAIN_BYTES)
+            return await self._fail(send, scope, problem.too_large(limit, close=not drained))
 
         # Read the body in the chunks the server hands us; stop at the limit.
         chunks: list[bytes] = []
@@ -193,9 +222,12 @@ class Ingress:
             if chunk:
                 size += len(chunk)
                 if size > limit:
-                    return await self._fail(send, scope, problem.too_large(limit))
+                    drained = not more_body(message) or await _drain(receive, DRAIN_BYTES)
+                    return await self._fail(
+                        send, scope, problem.too_large(limit, close=not drained)
+                    )
                 chunks.append(chunk)
-            if not message.get("more_body", False):
+            if not more_body(message):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._body_size[source.name].observe(size)
@@ -259,9 +291,7 @@ class Ingress:
             log.warning(
                 "record not acknowledged: %s", exc, extra={"source": source.name, "id": event_id}
             )
-            return await self._fail(
-                send, scope, problem.unavailable(str(exc), self._retry_after)
-            )
+            return await self._fail(send, scope, problem.unavailable(str(exc), self._retry_after))
         finally:
             self._produce[source.name].observe(time.perf_counter() - produce_started)
 
@@ -340,7 +370,9 @@ def problem_handlers(app: FastAPI, on_error: Callable[[int], None]) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        detail = exc.detail if exc.status_code != 404 else f"no webhook source at {request.url.path}"
+        detail = (
+            exc.detail if exc.status_code != 404 else f"no webhook source at {request.url.path}"
+        )
         p = problem.Problem(exc.status_code, slug, str(detail))
         on_error(exc.status_code)
         return Response(

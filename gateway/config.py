@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
 
 from gateway.extract import parse_pointer
 from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
@@ -65,7 +64,13 @@ PROVIDER_DEFAULTS: Mapping[str, ProviderDefaults] = {
     # one body, short-lived, not a secret).
     "crystallize": ProviderDefaults(
         methods=ALL_METHODS,
-        key_pointers=("/order/get/id", "/item/get/id", "/customer/get/identifier", "/orderId", "/id"),
+        key_pointers=(
+            "/order/get/id",
+            "/item/get/id",
+            "/customer/get/identifier",
+            "/orderId",
+            "/id",
+        ),
         key_entity_get_id=True,
         key_query_param="id",
         forward_headers=("x-crystallize-signature",),
@@ -107,7 +112,7 @@ class GatewaySettings(StrictModel):
     producer: ProducerSettings = ProducerSettings()
     max_in_flight: int = Field(default=1000, ge=1, le=1_000_000)
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
-    trusted_proxies: list[IPv4Network | IPv6Network] = []
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
     shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -120,7 +125,7 @@ class TopicSpec(StrictModel):
     name: str = Field(pattern=_TOPIC_NAME)
     partitions: int = Field(default=6, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
-    config: dict[str, str] = {}
+    config: dict[str, str] = Field(default_factory=dict)
 
 
 class VerifierSection(BaseModel):
@@ -158,7 +163,7 @@ class SourceConfig(StrictModel):
     path: str | None = Field(default=None, pattern=r"^(/[A-Za-z0-9_.~-]+)+$")
     methods: list[Method] | None = Field(default=None, min_length=1)
     verifier: VerifierSection
-    secrets: list[SecretStr] = []
+    secrets: list[SecretStr] = Field(default_factory=list)
     body_limit: int = Field(default=MiB, ge=1, le=64 * MiB)
     require_json: bool = True
     key: KeyRules = KeyRules()
@@ -173,7 +178,9 @@ class SourceConfig(StrictModel):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("an absolute http(s) URL such as 'https://hooks.example.com/webhooks/x'")
+            raise ValueError(
+                "an absolute http(s) URL such as 'https://hooks.example.com/webhooks/x'"
+            )
         if parts.query or parts.fragment:
             raise ValueError("a URL without query or fragment")
         return value.rstrip("/")
@@ -203,7 +210,7 @@ class IngressConfig(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     kafka: KafkaSettings = KafkaSettings()
-    topics: list[TopicSpec] = []
+    topics: list[TopicSpec] = Field(default_factory=list)
     gateway: GatewaySettings = GatewaySettings()
     sources: list[SourceConfig] = Field(min_length=1)
 

@@ -64,13 +64,13 @@ def method_not_allowed(method: str, allowed: tuple[str, ...]) -> Problem:
     )
 
 
-def too_large(limit: int) -> Problem:
-    # The rest of the body is never read, so the connection cannot be reused.
+def too_large(limit: int, *, close: bool) -> Problem:
+    """``close``: the rest of the body was not read, so the connection cannot be reused."""
     return Problem(
         413,
         "body-too-large",
         f"request body exceeds the limit of {limit} bytes",
-        ((b"connection", b"close"),),
+        ((b"connection", b"close"),) if close else (),
     )
 
 

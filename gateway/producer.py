@@ -42,7 +42,7 @@ class RecordProducer(Protocol):
     """What the request handler needs; tests substitute a fake."""
 
     async def send(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, timeout: float
+        self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
     ) -> None:
         """Return once Kafka acknowledged the record; else raise :class:`ProduceError`."""
         ...
@@ -110,20 +110,20 @@ class KafkaProducer:
         return [t for t in self._topics if t not in known]
 
     async def send(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, timeout: float
+        self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
     ) -> None:
         producer = self._producer
         if producer is None:
             raise ProduceError("error", "the Kafka producer is not running")
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline):
                 delivery = await producer.send(topic, value=value, key=key, headers=headers)
                 # Shielded: the batch may still be delivered after our deadline, and
                 # aiokafka must be able to resolve its own future then.
                 await asyncio.shield(delivery)
         except TimeoutError:
             raise ProduceError(
-                "timeout", f"Kafka did not acknowledge within {timeout:g} s"
+                "timeout", f"Kafka did not acknowledge within {deadline:g} s"
             ) from None
         except KafkaError as exc:
             raise ProduceError("error", f"Kafka refused the record: {type(exc).__name__}") from exc

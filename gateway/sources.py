@@ -40,7 +40,8 @@ def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
         keys=KeyExtractor.build(
             key.pointers if key.pointers is not None else defaults.key_pointers,
             key.entity_get_id if key.entity_get_id is not None else defaults.key_entity_get_id,
-            key.query_param if key.query_param is not None else defaults.key_query_param,
+            # "" switches the provider's query parameter off.
+            (key.query_param if key.query_param is not None else defaults.key_query_param) or None,
         ),
         topic=sc.topic,
         public_url=sc.public_url,

@@ -168,7 +168,7 @@ class FileSink:
             while written < len(view):
                 written += os.write(self._fd, view[written:])
         except OSError:
-            self._torn = self._torn or 0 < written
+            self._torn = self._torn or written > 0
             raise
         self._torn = False
         self._dirty = True
@@ -202,5 +202,7 @@ class FileSink:
             try:
                 if self.config.fsync != "never":
                     await asyncio.to_thread(os.fsync, fd)
+            except OSError as exc:
+                raise SinkError(self._describe(exc, "fsync"), retriable=True) from None
             finally:
                 os.close(fd)

@@ -26,10 +26,10 @@ import hashlib
 import hmac
 import time
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import httpx
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validator
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
@@ -54,19 +54,6 @@ _NOT_FORWARDABLE = frozenset(
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 
 
-class HmacSigning(StrictModel):
-    scheme: Literal["hmac-sha256"]
-    secret: SecretStr = Field(min_length=1)
-    header: str = Field(default="X-Signature-256", pattern=r"^[A-Za-z0-9-]+$")
-    prefix: str = "sha256="
-    encoding: Literal["hex", "base64"] = "hex"
-
-    def signature(self, body: bytes) -> tuple[str, str]:
-        digest = hmac.new(self.secret.get_secret_value().encode(), body, hashlib.sha256).digest()
-        text = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
-        return self.header, self.prefix + text
-
-
 def standard_webhooks_key(secret: str) -> bytes:
     """The HMAC key of a Standard Webhooks secret (``whsec_`` + base64)."""
     raw = secret.removeprefix("whsec_")
@@ -80,21 +67,47 @@ def standard_webhooks_key(secret: str) -> bytes:
     return key
 
 
-class StandardWebhooksSigning(StrictModel):
-    scheme: Literal["standard-webhooks"]
-    secret: SecretStr
+_HMAC_ONLY = frozenset({"header", "prefix", "encoding"})
 
+
+class Signing(StrictModel):
+    """``sign:`` — one flat model rather than a tagged union, so that a config error
+    names the key as written (``sign.secret``), not the union member."""
+
+    scheme: Literal["hmac-sha256", "standard-webhooks"]
+    secret: SecretStr = Field(min_length=1)
+    header: str = Field(default="X-Signature-256", pattern=r"^[A-Za-z0-9-]+$")
+    prefix: str = "sha256="
+    encoding: Literal["hex", "base64"] = "hex"
+
+    # Field validators, not a model validator: an error then sits at ``sign.secret``,
+    # whose value is redacted, instead of at ``sign``, whose value would be printed.
     @field_validator("secret")
     @classmethod
-    def _decodes(cls, value: SecretStr) -> SecretStr:
-        standard_webhooks_key(value.get_secret_value())
+    def _secret_fits(cls, value: SecretStr, info: ValidationInfo) -> SecretStr:
+        if info.data.get("scheme") == "standard-webhooks":
+            standard_webhooks_key(value.get_secret_value())
+        return value
+
+    @field_validator(*_HMAC_ONLY)
+    @classmethod
+    def _hmac_only(cls, value: str, info: ValidationInfo) -> str:
+        # Runs only for keys actually written (defaults are not validated).
+        if info.data.get("scheme") == "standard-webhooks":
+            raise ValueError("applies to scheme hmac-sha256 only")
         return value
 
     def headers(self, msg_id: str, body: bytes, now: float) -> dict[str, str]:
+        """The signature header(s) for one delivery of ``body``."""
+        secret = self.secret.get_secret_value()
+        if self.scheme == "hmac-sha256":
+            digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+            text = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
+            return {self.header: self.prefix + text}
+        # Standard Webhooks: sign "<id>.<timestamp>.<body>"; the id lets targets deduplicate.
         timestamp = str(int(now))
-        key = standard_webhooks_key(self.secret.get_secret_value())
         signed = f"{msg_id}.{timestamp}.".encode() + body
-        digest = hmac.new(key, signed, hashlib.sha256).digest()
+        digest = hmac.new(standard_webhooks_key(secret), signed, hashlib.sha256).digest()
         return {
             "webhook-id": msg_id,
             "webhook-timestamp": timestamp,
@@ -102,11 +115,9 @@ class StandardWebhooksSigning(StrictModel):
         }
 
 
-Signing = Annotated[HmacSigning | StandardWebhooksSigning, Field(discriminator="scheme")]
-
-
 class HttpSinkConfig(StrictModel):
-    url: AnyHttpUrl
+    # Out of repr: user info or a query string may hold credentials.
+    url: AnyHttpUrl = Field(repr=False)
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     forward_headers: list[str] = Field(
         default_factory=list, description="original request headers to copy, any case"
@@ -188,12 +199,8 @@ class HttpSink:
                 }
             )
         headers["content-type"] = self.config.content_type or event.content_type
-        sign = self.config.sign
-        if isinstance(sign, HmacSigning):
-            header, value = sign.signature(event.body)
-            headers[header] = value
-        elif isinstance(sign, StandardWebhooksSigning):
-            headers.update(sign.headers(event.id, event.body, now))
+        if self.config.sign is not None:
+            headers.update(self.config.sign.headers(event.id, event.body, now))
         return headers
 
     async def send(self, event: Event) -> None:

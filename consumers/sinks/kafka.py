@@ -56,7 +56,11 @@ def topic_name(template: str, event: Event) -> str:
     """The target topic of ``event``: the template filled in and made legal."""
     name = _ILLEGAL.sub("_", template.format(source=event.source, type=event.type))[:_MAX_TOPIC]
     if name in ("", ".", ".."):
-        raise SinkError(f"topic template {template!r} gives the illegal topic name {name!r}")
+        raise SinkError(
+            f"topic template {template!r} gives the illegal topic name {name!r} "
+            f"for event {event.id!r}",
+            retriable=False,
+        )
     return name
 
 
@@ -165,7 +169,11 @@ class KafkaSink:
         futures: list[asyncio.Future[Any]] = []
         failure: SinkError | None = None
         for event in events:
-            topic = topic_name(self.config.topic, event)
+            try:
+                topic = topic_name(self.config.topic, event)
+            except SinkError as exc:
+                failure = SinkError(f"{self._where}: {exc}", retriable=exc.retriable)
+                break
             try:
                 await self._ensure_topic(topic)
                 futures.append(

@@ -1,0 +1,1 @@
+"""The apps the gateway is compared with, and the benchmark's slow sink."""

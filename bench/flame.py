@@ -1,0 +1,133 @@
+"""py-spy profiles of a server under wrk load: a flame graph and a text summary.
+
+Two recordings of the same load: an SVG flame graph for people, and collapsed stacks
+("raw") from which the functions with the most own and inclusive CPU samples are
+listed, so the docs can say what bounds throughput.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench import wrk
+from bench.procs import BenchError
+
+if TYPE_CHECKING:
+    from bench.ingress import IngressPlan
+
+SVG_NAME = "bench-flamegraph-gateway.svg"
+_MAX_DOCS_SVG = 1024 * 1024
+_TRUNK = 0.85
+_LINE = re.compile(r"^(.*) (\d+)$")
+
+
+def py_spy() -> str:
+    """The py-spy binary next to the interpreter (``pip install py-spy``), or on PATH."""
+    local = Path(sys.executable).with_name("py-spy")
+    if local.exists():
+        return str(local)
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "py-spy"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not local.exists():
+        raise BenchError(f"py-spy is not installed and pip failed: {done.stderr[-500:]}")
+    return str(local)
+
+
+def _record(pid: int, seconds: float, fmt: str, out: Path, load: threading.Thread) -> None:
+    argv = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
+    argv += ["--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)]
+    spy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
+    load.start()
+    output, _ = spy.communicate(timeout=seconds + 60)
+    load.join()
+    if spy.returncode != 0 or not out.exists():
+        raise BenchError(
+            f"py-spy failed ({spy.returncode}): {output.decode(errors='replace')[-800:]}"
+        )
+
+
+def _frame(raw: str) -> str:
+    """``function (path/to/module.py:123)`` → ``function (module.py)``."""
+    match = re.match(r"^(.*) \((.*?):\d+\)$", raw)
+    if not match:
+        return raw
+    name, path = match.groups()
+    parts = Path(path).parts
+    short = "/".join(parts[-2:]) if len(parts) > 1 else path
+    return f"{name} ({short})"
+
+
+def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        match = _LINE.match(line.strip())
+        if not match:
+            continue
+        stack, count = match.group(1), int(match.group(2))
+        frames = [_frame(f) for f in stack.split(";")]
+        # The first frames are the process/thread labels py-spy adds; keep them, harmless.
+        total += count
+        own[frames[-1]] += count
+        for f in set(frames):
+            inclusive[f] += count
+
+    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"function": f, "samples": n, "percent": round(100 * n / total, 1)}
+            for f, n in counter.most_common()
+            # The trunk (runpy, main, the event loop's run) is in nearly every sample.
+            if n < _TRUNK * total
+        ][:top]
+
+    return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
+
+
+def record(
+    pid: int,
+    url: str,
+    requests_file: Path,
+    plan: IngressPlan,
+    workdir: Path,
+    docs_dir: Path | None,
+) -> dict[str, Any]:
+    seconds = plan.profile_seconds
+    conns = plan.workers_connections
+
+    def load() -> threading.Thread:
+        return threading.Thread(
+            target=wrk.run,
+            args=(url, requests_file),
+            kwargs={"connections": conns, "duration": seconds + 1},
+        )
+
+    svg = workdir / SVG_NAME
+    raw = workdir / "profile-gateway.collapsed.txt"
+    _record(pid, seconds, "flamegraph", svg, load())
+    _record(pid, seconds, "raw", raw, load())
+    result: dict[str, Any] = {
+        "connections": conns,
+        "seconds": seconds,
+        "svg": str(svg),
+        **summarise(raw.read_text()),
+    }
+    if docs_dir is not None and svg.stat().st_size <= _MAX_DOCS_SVG:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(svg, docs_dir / SVG_NAME)
+        result["svg"] = str(docs_dir / SVG_NAME)
+    return result

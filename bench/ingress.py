@@ -1,0 +1,415 @@
+"""Ingress benchmarks: ceiling, naive baseline and the gateway, side by side.
+
+All servers run at once on their own ports and are measured in interleaved rounds
+(every round visits every target at every concurrency), so drift in the machine's
+load affects all of them alike; the reported figure is the median over rounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from bench import kafka, wrk
+from bench.payload import PUBLIC_URL, SECRET, WEBHOOK_PATH, Mode, signed_requests
+from bench.payload import write_wrk_requests as write_requests
+from bench.procs import BenchError, Process, free_port, python, wait_port
+
+# Distinct orders per request file: enough to spread keys over every partition.
+VARIANTS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IngressPlan:
+    connections: Sequence[int]
+    duration: float
+    warmup: float
+    rounds: int
+    workers: Sequence[int]  # gateway --workers values to compare; empty: skip
+    workers_connections: int
+    profile_seconds: float  # py-spy recording of the gateway; 0: skip
+    partitions: int = 6
+
+
+@dataclass
+class Target:
+    name: str
+    process: Process
+    port: int
+    requests_file: Path
+    admin_port: int | None = None  # the gateway's /metrics, for its own timings
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{WEBHOOK_PATH}"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    target: str
+    connections: int
+    round: int
+    accepted_per_s: float
+    accepted: int
+    rejected: int
+    statuses: dict[int, int]
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    cpu_s: float
+    cpu_s_per_1k: float
+    load1: float
+    # Gateway only (from its /metrics): mean time in the handler and awaiting Kafka.
+    server_ms: float | None = None
+    kafka_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """Medians over rounds of one target at one concurrency."""
+
+    target: str
+    connections: int
+    rounds: int
+    accepted_per_s: float
+    rejected: int  # summed over rounds
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    cpu_s_per_1k: float
+    server_ms: float | None = None
+    kafka_ms: float | None = None
+
+
+@dataclass
+class IngressResults:
+    summaries: list[Summary] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    workers: list[Summary] = field(default_factory=list)
+    workers_note: str = ""
+    profile: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summaries": [asdict(s) for s in self.summaries],
+            "samples": [asdict(s) for s in self.samples],
+            "workers": [asdict(s) for s in self.workers],
+            "workers_note": self.workers_note,
+            "profile": self.profile,
+            "errors": self.errors,
+        }
+
+
+def gateway_config(path: Path, bootstrap: str, topic: str, mode: Mode, partitions: int) -> Path:
+    """The shared YAML file as a user writes it, with one Crystallize source."""
+    doc = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "topics": [{"name": topic, "partitions": partitions, "replication_factor": 1}],
+        "sources": [
+            {
+                "name": "crystallize",
+                "path": WEBHOOK_PATH,
+                "verifier": {"type": "crystallize", "mode": mode},
+                "secrets": ["${BENCH_SECRET}"],
+                "topic": topic,
+                "public_url": PUBLIC_URL,
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def uvicorn_argv(app: str, port: int, *, factory: bool = False) -> list[str]:
+    """uvicorn as the gateway runs it: auto loop/http (uvloop, httptools), no access log."""
+    argv = python("-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port))
+    argv += ["--no-access-log", "--no-server-header", "--log-level", "warning"]
+    return [*argv, "--factory"] if factory else argv
+
+
+def gateway_process(
+    workdir: Path, name: str, config: Path, port: int, admin_port: int, workers: int | None = None
+) -> Process:
+    argv = python("-m", "gateway", "serve", "--config", str(config))
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin_port)]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    return Process(name, argv, workdir / f"{name}.log", env={"BENCH_SECRET": SECRET})
+
+
+def gateway_target(
+    workdir: Path, name: str, config: Path, requests_file: Path, workers: int | None = None
+) -> Target:
+    """``python -m gateway serve`` on free ports. With ``--workers`` its /metrics would be
+    one worker's view only, so the harness does not read it then."""
+    port, admin_port = free_port(), free_port()
+    process = gateway_process(workdir, name, config, port, admin_port, workers)
+    return Target(name, process, port, requests_file, admin_port if workers is None else None)
+
+
+def check_accepts(target: Target, timeout: float = 60.0) -> None:
+    """Send one real request until it gets 202 (the producer may still be connecting)."""
+    wait_port(target.port, target.process, timeout)
+    lines = target.requests_file.read_bytes().split(b"\n")
+    headers = {"content-type": "application/json", "x-crystallize-signature": lines[0].decode()}
+    deadline = time.monotonic() + timeout
+    last = ""
+    with httpx.Client(timeout=10) as client:
+        while time.monotonic() < deadline:
+            target.process.check_alive()
+            try:
+                answer = client.post(target.url, content=lines[1], headers=headers)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if answer.status_code == 202:
+                    return
+                last = f"HTTP {answer.status_code}: {answer.text[:300]}"
+            time.sleep(0.5)
+    raise BenchError(f"{target.name}: no 202 within {timeout:g} s; last answer {last}")
+
+
+_TIMINGS = {
+    "webhookgw_ingress_request_duration_seconds": "server",
+    "webhookgw_ingress_produce_duration_seconds": "kafka",
+}
+
+
+def gateway_timings(admin_port: int | None) -> dict[str, float]:
+    """Sums and counts of the gateway's request and produce histograms (all labels)."""
+    if admin_port is None:
+        return {}
+    text = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        for metric, short in _TIMINGS.items():
+            for suffix in ("_sum", "_count"):
+                if name == metric + suffix:
+                    value = float(rest.rsplit(" ", 1)[1])
+                    out[short + suffix] = out.get(short + suffix, 0.0) + value
+    return out
+
+
+def _mean_ms(before: dict[str, float], after: dict[str, float], what: str) -> float | None:
+    count = after.get(what + "_count", 0.0) - before.get(what + "_count", 0.0)
+    if count <= 0:
+        return None
+    return (after[what + "_sum"] - before.get(what + "_sum", 0.0)) / count * 1000
+
+
+def measure(target: Target, connections: int, duration: float, round_: int) -> Sample:
+    target.process.check_alive()
+    timings = gateway_timings(target.admin_port)
+    cpu_before = target.process.cpu_seconds()
+    result = wrk.run(target.url, target.requests_file, connections=connections, duration=duration)
+    cpu = target.process.cpu_seconds() - cpu_before
+    timings_after = gateway_timings(target.admin_port)
+    accepted = result.accepted
+    return Sample(
+        target=target.name,
+        connections=connections,
+        round=round_,
+        accepted_per_s=result.accepted_per_second,
+        accepted=accepted,
+        rejected=result.rejected,
+        statuses=result.statuses,
+        p50_ms=result.latency_ms["p50"],
+        p99_ms=result.latency_ms["p99"],
+        p999_ms=result.latency_ms["p99.9"],
+        cpu_s=cpu,
+        cpu_s_per_1k=cpu / accepted * 1000 if accepted else float("nan"),
+        load1=os.getloadavg()[0],
+        server_ms=_mean_ms(timings, timings_after, "server"),
+        kafka_ms=_mean_ms(timings, timings_after, "kafka"),
+    )
+
+
+def summarise(samples: Sequence[Sample]) -> list[Summary]:
+    groups: dict[tuple[str, int], list[Sample]] = {}
+    for s in samples:
+        groups.setdefault((s.target, s.connections), []).append(s)
+    out = []
+    for (name, conns), group in groups.items():
+        out.append(
+            Summary(
+                target=name,
+                connections=conns,
+                rounds=len(group),
+                accepted_per_s=statistics.median(s.accepted_per_s for s in group),
+                rejected=sum(s.rejected for s in group),
+                p50_ms=statistics.median(s.p50_ms for s in group),
+                p99_ms=statistics.median(s.p99_ms for s in group),
+                p999_ms=statistics.median(s.p999_ms for s in group),
+                cpu_s_per_1k=statistics.median(s.cpu_s_per_1k for s in group),
+                server_ms=_median_or_none([s.server_ms for s in group]),
+                kafka_ms=_median_or_none([s.kafka_ms for s in group]),
+            )
+        )
+    return out
+
+
+def _median_or_none(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+@contextmanager
+def running(targets: Sequence[Target], errors: list[str]) -> Iterator[list[Target]]:
+    """Start every target; yield those that accept requests (the others are logged in
+    ``errors`` and stopped, so one broken target does not void the run)."""
+    try:
+        for t in targets:
+            t.process.start()
+        ready = []
+        for t in targets:
+            try:
+                check_accepts(t)
+            except BenchError as exc:
+                errors.append(f"{t.name}: {exc}")
+                _log(f"FAILED to start {t.name}: {exc}")
+                t.process.stop()
+            else:
+                ready.append(t)
+        yield ready
+    finally:
+        for t in targets:
+            t.process.stop()
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(plan: IngressPlan, workdir: Path, bootstrap: str, docs_dir: Path | None) -> IngressResults:
+    results = IngressResults()
+    workdir.mkdir(parents=True, exist_ok=True)
+    topic = kafka.topic_name("ingress")
+    asyncio.run(kafka.create_topics(bootstrap, [topic], plan.partitions))
+    try:
+        _run(plan, workdir, bootstrap, topic, results, docs_dir)
+    finally:
+        asyncio.run(kafka.delete_topics(bootstrap, [topic]))
+    return results
+
+
+def _run(
+    plan: IngressPlan,
+    workdir: Path,
+    bootstrap: str,
+    topic: str,
+    results: IngressResults,
+    docs_dir: Path | None,
+) -> None:
+    files = {
+        mode: write_requests(workdir / f"requests-{mode}.txt", signed_requests(mode, VARIANTS))
+        for mode in ("hmac", "jwt")
+    }
+    configs = {
+        mode: gateway_config(
+            workdir / f"gateway-{mode}.yaml", bootstrap, topic, mode, plan.partitions
+        )
+        for mode in ("hmac", "jwt")
+    }
+    ports = {name: free_port() for name in ("ceiling", "naive")}
+    naive_env = {"BENCH_KAFKA_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_SECRET": SECRET}
+    targets = [
+        Target(
+            "ceiling",
+            Process(
+                "ceiling",
+                uvicorn_argv("bench.apps.ceiling:app", ports["ceiling"]),
+                workdir / "ceiling.log",
+            ),
+            ports["ceiling"],
+            files["hmac"],
+        ),
+        Target(
+            "naive",
+            Process(
+                "naive",
+                uvicorn_argv("bench.apps.naive:create_app", ports["naive"], factory=True),
+                workdir / "naive.log",
+                env=naive_env,
+            ),
+            ports["naive"],
+            files["hmac"],
+        ),
+        *(
+            gateway_target(workdir, f"gateway-{mode}", configs[mode], files[mode])
+            for mode in ("hmac", "jwt")
+        ),
+    ]
+    with running(targets, results.errors) as targets:
+        _log(f"ingress: warm-up {plan.warmup:g} s per target")
+        for t in targets:
+            wrk.run(t.url, t.requests_file, connections=max(plan.connections), duration=plan.warmup)
+        for round_ in range(plan.rounds):
+            for conns in plan.connections:
+                for t in targets:
+                    sample = measure(t, conns, plan.duration, round_)
+                    results.samples.append(sample)
+                    _log(
+                        f"ingress round {round_ + 1}/{plan.rounds} c={conns} {t.name}: "
+                        f"{sample.accepted_per_s:,.0f} accepted/s, p99 {sample.p99_ms:.1f} ms, "
+                        f"rejected {sample.rejected}"
+                    )
+        gateway = next((t for t in targets if t.name == "gateway-hmac"), None)
+        if plan.profile_seconds > 0 and gateway is not None:
+            try:
+                results.profile = profile(gateway, plan, workdir, docs_dir)
+            except BenchError as exc:
+                results.errors.append(f"profile: {exc}")
+    results.summaries = summarise(results.samples)
+    if plan.workers:
+        _workers(plan, workdir, configs["hmac"], files["hmac"], results)
+
+
+def _workers(
+    plan: IngressPlan, workdir: Path, config: Path, requests_file: Path, results: IngressResults
+) -> None:
+    samples: list[Sample] = []
+    for count in plan.workers:
+        name = f"gateway-hmac-w{count}"
+        target = gateway_target(workdir, name, config, requests_file, count)
+        errors: list[str] = []
+        with running([target], errors) as ready:
+            if not ready:
+                results.workers_note = f"--workers {count}: {errors[0]}"
+                _log(results.workers_note)
+                break
+            wrk.run(
+                target.url,
+                requests_file,
+                connections=plan.workers_connections,
+                duration=plan.warmup,
+            )
+            for round_ in range(plan.rounds):
+                sample = measure(target, plan.workers_connections, plan.duration, round_)
+                samples.append(sample)
+                _log(f"workers={count}: {sample.accepted_per_s:,.0f} accepted/s")
+    results.samples.extend(samples)
+    results.workers = summarise(samples)
+
+
+def profile(
+    target: Target, plan: IngressPlan, workdir: Path, docs_dir: Path | None
+) -> dict[str, Any]:
+    """py-spy the gateway under load at the workers' concurrency: a flame graph (SVG)
+    and the collapsed stacks, summarised as the functions with the most own time."""
+    from bench import flame
+
+    return flame.record(
+        target.process.pid, target.url, target.requests_file, plan, workdir, docs_dir
+    )

@@ -1,0 +1,315 @@
+"""Command line of the consumer workers: ``python -m consumers run|replay``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+
+from consumers.config import Settings, load_settings
+from consumers.dedup import DedupStore, build_store
+from consumers.delivery import Deliverer
+from consumers.dlq import DeadLetterWriter
+from consumers.metrics import ConsumerMetrics
+from consumers.retry import SinkRetry
+from consumers.sinks import Sink, SinkContext
+from webhook_common.errors import ConfigError, WebhookGatewayError
+
+log = logging.getLogger("consumers")
+
+RUN_EPILOG = """\
+examples:
+  python -m consumers run --config deploy/config/quickstart.yaml
+  python -m consumers run --config prod.yaml --group webhook-consumers-canary --admin-port 9082
+
+SIGTERM (or Ctrl-C) stops fetching, lets in-flight deliveries finish within
+consumers.shutdown_grace_seconds, commits what completed and closes the sinks.
+Admin port: /metrics, /healthz (alive), /readyz (joined, dedup and DLQ reachable).
+"""
+
+REPLAY_EPILOG = """\
+examples:
+  # everything in the dead-letter topic that failed in the http sink, once it is fixed
+  python -m consumers replay --config prod.yaml --from-dlq --sinks orders_http
+  # what the raw topic received in one hour, to two sinks, first without delivering
+  python -m consumers replay --config prod.yaml --from-raw \\
+      --since 2025-01-31T12:00:00Z --until 2025-01-31T13:00:00Z --sinks events_file,pg --dry-run
+  # offsets 100 to 250 (inclusive) of partition 0 and 7 to 9 of partition 3
+  python -m consumers replay --config prod.yaml --offsets 0:100-250 3:7-9 --sinks pg
+
+Replays pass through dedup: what a sink already received (a mark exists) is skipped,
+so a replay can be repeated safely. Progress goes to stderr; the summary to stdout.
+Exit status: 0 when everything was delivered or skipped, 1 when deliveries failed.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumers",
+        description="Webhook consumer workers: deduplicate, route and deliver events to sinks.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        default=os.environ.get("LOG_FORMAT", "json"),
+        help="log line format on stderr (default: json, or $LOG_FORMAT)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", help="consume and deliver", epilog=RUN_EPILOG, formatter_class=fmt)
+    run.add_argument("--config", required=True, metavar="PATH", help="the YAML config file")
+    run.add_argument("--group", help="consumer group id (default: consumers.group)")
+    run.add_argument(
+        "--admin-port",
+        type=int,
+        default=8082,
+        metavar="PORT",
+        help="port of /metrics, /healthz, /readyz (default 8082)",
+    )
+    run.add_argument(
+        "--admin-host",
+        default="0.0.0.0",
+        metavar="HOST",
+        help="address the admin port binds (default 0.0.0.0)",
+    )
+
+    replay = sub.add_parser(
+        "replay",
+        help="deliver events again from the DLQ or the raw topic",
+        epilog=REPLAY_EPILOG,
+        formatter_class=fmt,
+    )
+    replay.add_argument("--config", required=True, metavar="PATH", help="the YAML config file")
+    src = replay.add_mutually_exclusive_group(required=True)
+    src.add_argument("--from-dlq", action="store_true", help="read consumers.dlq_topic")
+    src.add_argument(
+        "--from-raw", action="store_true", help="read consumers.topics between --since and --until"
+    )
+    src.add_argument(
+        "--offsets",
+        nargs="+",
+        metavar="P:START-END",
+        help="read these offsets (inclusive) of --topic",
+    )
+    replay.add_argument("--since", metavar="TIME", help="ISO 8601 time (UTC if no offset)")
+    replay.add_argument("--until", metavar="TIME", help="ISO 8601 time (UTC if no offset)")
+    replay.add_argument("--topic", help="topic of --offsets (default: first of consumers.topics)")
+    replay.add_argument(
+        "--sinks",
+        required=True,
+        metavar="A,B",
+        help="comma-separated sink names from consumers.sinks",
+    )
+    replay.add_argument(
+        "--ignore-routes",
+        action="store_true",
+        help="raw replays: send every event to the sinks, routed there or not",
+    )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="read, route and check dedup, but deliver nothing"
+    )
+    return parser
+
+
+# -- shared set-up -------------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: ConsumerMetrics
+    sinks: dict[str, Sink]
+    dedup: DedupStore
+
+
+def _build(settings: Settings) -> Runtime:
+    from consumers.plugins import build_sinks
+
+    registry = CollectorRegistry()
+    kafka = settings.kafka
+    context = SinkContext(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        kafka_client_kwargs=kafka.client_kwargs(),
+        registry=registry,
+    )
+    sinks = build_sinks(settings.consumers.sinks, context)
+    return Runtime(
+        settings, registry, ConsumerMetrics(registry), sinks, build_store(settings.consumers.dedup)
+    )
+
+
+@contextlib.asynccontextmanager
+async def _started(rt: Runtime, names: Sequence[str]) -> AsyncIterator[None]:
+    started: list[Sink] = []
+    try:
+        for name in names:
+            sink = rt.sinks[name]
+            try:
+                await sink.start()
+            except Exception as exc:
+                raise ConfigError(
+                    f"consumers.sinks.{name}: could not start: {type(exc).__name__}: {exc}"
+                ) from exc
+            started.append(sink)
+        yield
+    finally:
+        for sink in reversed(started):
+            try:
+                await sink.aclose()
+            except Exception:
+                log.exception("closing sink %s failed", sink.name)
+        await rt.dedup.aclose()
+
+
+def _producer(settings: Settings) -> AIOKafkaProducer:
+    kwargs = settings.kafka.client_kwargs()
+    kwargs["client_id"] = f"{settings.kafka.client_id}-dlq"
+    return AIOKafkaProducer(enable_idempotence=True, acks="all", **kwargs)
+
+
+def _retries(settings: Settings, names: Sequence[str]) -> dict[str, SinkRetry]:
+    return {n: SinkRetry(settings.consumers.retry) for n in names}
+
+
+# -- run -----------------------------------------------------------------------------
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.engine import Engine
+    from consumers.server import build_app, make_server
+
+    rt = _build(settings)
+    cfg = settings.consumers
+    group = args.group or cfg.group
+    producer = _producer(settings)
+    await producer.start()
+    try:
+        async with _started(rt, list(rt.sinks)):
+            deliverer = Deliverer(
+                rt.sinks,
+                rt.dedup,
+                _retries(settings, list(rt.sinks)),
+                rt.metrics,
+                DeadLetterWriter(producer, cfg.dlq_topic, group),
+            )
+            engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, engine.stop)
+
+            def alive() -> bool:
+                return not engine.started or time.monotonic() - engine.last_loop < 60
+
+            app = build_app(rt.registry, rt.metrics, alive, lambda: engine.ready)
+            server = make_server(app, args.admin_host, args.admin_port)
+            admin = asyncio.create_task(server.serve(), name="admin")
+            log.info(
+                "consumer starting: group %s, topics %s, sinks %s, admin %s:%d",
+                group,
+                ",".join(cfg.topics),
+                ",".join(rt.sinks),
+                args.admin_host,
+                args.admin_port,
+            )
+            try:
+                await engine.run()
+            finally:
+                server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(admin, 5)
+    finally:
+        await producer.stop()
+    return 0
+
+
+# -- replay --------------------------------------------------------------------------
+
+
+async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.replay import Replayer, check_sink_names, parse_offsets, parse_time_arg
+
+    cfg = settings.consumers
+    names = check_sink_names([n.strip() for n in args.sinks.split(",") if n.strip()], cfg.sinks)
+    if (args.since or args.until) and not args.from_raw:
+        raise ConfigError("--since/--until: only with --from-raw")
+    if args.topic and not args.offsets:
+        raise ConfigError("--topic: only with --offsets")
+    since = parse_time_arg("--since", args.since) if args.since else None
+    until = parse_time_arg("--until", args.until) if args.until else None
+    if args.from_raw and since is None and until is None:
+        raise ConfigError("--from-raw: expected --since and/or --until")
+    if since and until and until < since:
+        raise ConfigError("--until: expected a time after --since")
+    ranges = parse_offsets(args.offsets, args.topic or cfg.topics[0]) if args.offsets else None
+
+    rt = _build(settings)
+    if cfg.dedup.store == "memory":
+        log.warning(
+            "dedup store is 'memory': this replay cannot see what the consumers delivered, "
+            "so events may be delivered again; use the redis store for effectively-once replays"
+        )
+    # A dry run touches no sink: they are built (config checked) but not started.
+    async with _started(rt, [] if args.dry_run else names):
+        deliverer = Deliverer(rt.sinks, rt.dedup, _retries(settings, names), rt.metrics, dlq=None)
+        replayer = Replayer(
+            settings,
+            deliverer,
+            rt.metrics,
+            names,
+            dry_run=args.dry_run,
+            ignore_routes=args.ignore_routes,
+        )
+        if args.from_dlq:
+            report = await replayer.run_dlq()
+        elif ranges is not None:
+            report = await replayer.run_ranges(ranges)
+        else:
+            report = await replayer.run_times(cfg.topics, since, until)
+    outcomes = " ".join(f"{k}={v}" for k, v in sorted(report.outcomes.items())) or "none"
+    verb = "would deliver (dry run)" if args.dry_run else "replayed"
+    print(f"{verb}: {report.records} record(s), skipped {report.skipped}; per sink: {outcomes}")
+    return 1 if report.failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from webhook_common.logs import setup_logging
+
+    setup_logging(args.log_level, json_format=args.log_format == "json")
+    # httpx logs every request at INFO: one line per delivery is too much for a sink.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        settings = load_settings(args.config)
+        if args.command == "run":
+            return asyncio.run(_run(args, settings))
+        return asyncio.run(_replay(args, settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WebhookGatewayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KafkaError as exc:
+        where = settings.kafka.bootstrap_servers
+        print(f"error: Kafka at {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

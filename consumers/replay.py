@@ -1,0 +1,384 @@
+"""``python -m consumers replay``: deliver recorded events again, to chosen sinks.
+
+Sources:
+
+* the dead-letter topic — each dead letter goes back to the sink it failed in (when that
+  sink is among ``--sinks``); records dead-lettered for breaking the contract cannot be
+  replayed and are counted as skipped; unrouted ones go to every chosen sink;
+* the raw topics by time range (``--since``/``--until``) or by offsets
+  (``--offsets P:START-END``, both inclusive) — each event goes to the chosen sinks its
+  routes send it to (``--ignore-routes``: to every chosen sink).
+
+Replays pass through dedup: an (event id, sink) that already has a mark is skipped, and
+a successful replay writes the mark, so replaying twice delivers once. Records are read
+without a consumer group (nothing is committed); the range is fixed when replay starts.
+Events of one key are replayed in order; different keys in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from consumers.config import Settings
+from consumers.delivery import Deliverer, Outcome
+from consumers.dlq import REASON_CONTRACT, SourceRecord, read_dead_letter
+from consumers.engine import WorkItem, make_item
+from consumers.metrics import ConsumerMetrics
+from consumers.routing import Router
+from webhook_common.errors import ConfigError, ContractError, WebhookGatewayError
+
+
+class ReplayError(WebhookGatewayError):
+    """The replay cannot run (the topic or partitions named do not exist, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    topic: str
+    partition: int
+    start: int  # first offset
+    end: int  # one past the last offset
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+def parse_offsets(specs: Sequence[str], topic: str) -> list[Range]:
+    """``P:START-END`` (both inclusive) → ranges of ``topic``."""
+    out = []
+    for spec in specs:
+        try:
+            part, _, span = spec.partition(":")
+            start_s, _, end_s = span.partition("-")
+            partition, start, end = int(part), int(start_s), int(end_s)
+        except ValueError:
+            raise ConfigError(
+                f"--offsets {spec!r}: expected PARTITION:START-END, e.g. 0:100-250"
+            ) from None
+        if partition < 0 or start < 0 or end < start:
+            raise ConfigError(f"--offsets {spec!r}: expected 0 <= START <= END and PARTITION >= 0")
+        out.append(Range(topic, partition, start, end + 1))
+    return out
+
+
+def parse_time_arg(flag: str, value: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC."""
+    from datetime import UTC
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {value!r}: expected an ISO 8601 time such as 2025-01-31T12:00:00Z"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, else a line
+    every few seconds)."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, *, every: float = 2.0) -> None:
+        self.total = total
+        self.done = 0
+        self.counts: Counter[str] = Counter()
+        self._stream = stream or sys.stderr
+        self._tty = self._stream.isatty()
+        self._every = every if not self._tty else 0.1
+        self._last = 0.0
+        self._started = time.monotonic()
+
+    def render(self) -> str:
+        width = 30
+        frac = 1.0 if self.total == 0 else min(1.0, self.done / self.total)
+        bar = "#" * int(frac * width) + "." * (width - int(frac * width))
+        counts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items()))
+        rate = self.done / max(1e-6, time.monotonic() - self._started)
+        return f"replay [{bar}] {self.done}/{self.total} {frac:4.0%} {rate:.0f}/s {counts}".rstrip()
+
+    def advance(self, records: int = 1, **counts: int) -> None:
+        self.done += records
+        self.counts.update(counts)
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._draw()
+
+    def _draw(self, final: bool = False) -> None:
+        if self._tty:
+            self._stream.write("\r" + self.render() + ("\n" if final else ""))
+        else:
+            self._stream.write(self.render() + "\n")
+        self._stream.flush()
+
+    def finish(self) -> None:
+        self._draw(final=True)
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    records: int = 0
+    skipped: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.outcomes[Outcome.FAILED.value]
+
+
+class _KeyLanes:
+    """Runs jobs so that jobs of one key run in submission order, others in parallel."""
+
+    def __init__(self, parallel: int) -> None:
+        self._slots = asyncio.Semaphore(parallel)
+        self._tails: dict[str, asyncio.Task[None]] = {}
+        self._all: set[asyncio.Task[None]] = set()
+
+    async def submit(self, key: str, job: Callable[[], Any]) -> None:
+        await self._slots.acquire()  # bounds the records held in memory
+        prev = self._tails.get(key)
+
+        async def run() -> None:
+            try:
+                if prev is not None:
+                    await asyncio.shield(prev)
+                await job()
+            finally:
+                self._slots.release()
+                if self._tails.get(key) is task:
+                    del self._tails[key]
+
+        task = asyncio.create_task(run())
+        self._tails[key] = task
+        self._all.add(task)
+        task.add_done_callback(self._all.discard)
+
+    async def join(self) -> None:
+        while self._all:
+            await asyncio.gather(*list(self._all))
+
+
+class Replayer:
+    def __init__(
+        self,
+        settings: Settings,
+        deliverer: Deliverer,
+        metrics: ConsumerMetrics,
+        sinks: Sequence[str],
+        *,
+        dry_run: bool = False,
+        ignore_routes: bool = False,
+        progress_stream: TextIO | None = None,
+    ) -> None:
+        self.settings = settings
+        self.deliverer = deliverer
+        self.metrics = metrics
+        self.sinks = list(sinks)
+        self.dry_run = dry_run
+        self.ignore_routes = ignore_routes
+        self.router = Router(settings.consumers.routes)
+        self.report = ReplayReport()
+        self._stream = progress_stream
+        self._lanes = _KeyLanes(settings.consumers.concurrency.max_parallel)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        kwargs = self.settings.kafka.client_kwargs()
+        kwargs["client_id"] = f"{self.settings.kafka.client_id}-replay"
+        return AIOKafkaConsumer(
+            group_id=None, enable_auto_commit=False, isolation_level="read_committed", **kwargs
+        )
+
+    # -- planning ------------------------------------------------------------------
+
+    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            # The consumer only knows metadata of what it reads; ask the cluster.
+            admin = AIOKafkaAdminClient(**self.settings.kafka.client_kwargs())
+            await admin.start()
+            try:
+                described = await admin.describe_topics([topic])
+            finally:
+                await admin.close()
+            parts = {
+                p["partition"]
+                for t in described
+                if t.get("topic") == topic and not t.get("error_code")
+                for p in t.get("partitions", ())
+            }
+        if not parts:
+            raise ReplayError(f"topic {topic!r} does not exist")
+        return [TopicPartition(topic, p) for p in sorted(parts)]
+
+    async def plan_all(self, consumer: AIOKafkaConsumer, topic: str) -> list[Range]:
+        tps = await self._partitions(consumer, topic)
+        begin = await consumer.beginning_offsets(tps)
+        end = await consumer.end_offsets(tps)
+        return [Range(tp.topic, tp.partition, begin[tp], end[tp]) for tp in tps]
+
+    async def plan_times(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: Sequence[str],
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[Range]:
+        out = []
+        for topic in topics:
+            tps = await self._partitions(consumer, topic)
+            begin = await consumer.beginning_offsets(tps)
+            end = await consumer.end_offsets(tps)
+            starts = dict(begin)
+            stops = dict(end)
+            if since is not None:
+                found = await consumer.offsets_for_times(
+                    {tp: int(since.timestamp() * 1000) for tp in tps}
+                )
+                starts = {tp: (f.offset if f else end[tp]) for tp, f in found.items()}
+            if until is not None:
+                found = await consumer.offsets_for_times(
+                    {tp: int(until.timestamp() * 1000) + 1 for tp in tps}
+                )
+                stops = {tp: (f.offset if f else end[tp]) for tp, f in found.items()}
+            out += [Range(topic, tp.partition, starts[tp], stops[tp]) for tp in tps]
+        return out
+
+    async def check_ranges(self, consumer: AIOKafkaConsumer, ranges: Sequence[Range]) -> None:
+        for r in ranges:
+            tps = await self._partitions(consumer, r.topic)
+            if TopicPartition(r.topic, r.partition) not in tps:
+                raise ReplayError(
+                    f"--offsets: topic {r.topic!r} has no partition {r.partition} "
+                    f"(it has {len(tps)})"
+                )
+
+    # -- running ------------------------------------------------------------------
+
+    async def run_dlq(self) -> ReplayReport:
+        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+            return await self.plan_all(consumer, self.settings.consumers.dlq_topic)
+
+        return await self._run(plan, from_dlq=True)
+
+    async def run_times(
+        self, topics: Sequence[str], since: datetime | None, until: datetime | None
+    ) -> ReplayReport:
+        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+            return await self.plan_times(consumer, topics, since, until)
+
+        return await self._run(plan, from_dlq=False)
+
+    async def run_ranges(self, ranges: Sequence[Range]) -> ReplayReport:
+        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+            await self.check_ranges(consumer, ranges)
+            return list(ranges)
+
+        return await self._run(plan, from_dlq=False)
+
+    async def _run(
+        self, plan: Callable[[AIOKafkaConsumer], Awaitable[list[Range]]], *, from_dlq: bool
+    ) -> ReplayReport:
+        consumer = self._consumer()
+        await consumer.start()
+        try:
+            ranges = [r for r in await plan(consumer) if r.size > 0]
+            progress = Progress(sum(r.size for r in ranges), self._stream)
+            for r in ranges:
+                await self._read_range(consumer, r, from_dlq, progress)
+            await self._lanes.join()
+            progress.finish()
+        finally:
+            await consumer.stop()
+        return self.report
+
+    async def _read_range(
+        self, consumer: AIOKafkaConsumer, r: Range, from_dlq: bool, progress: Progress
+    ) -> None:
+        tp = TopicPartition(r.topic, r.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, r.start)
+        position = r.start
+        while position < r.end:
+            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+            records = batch.get(tp, [])
+            if not records:
+                # Offsets may have gaps (transaction markers, compaction) up to the end.
+                position = await consumer.position(tp)
+                if position >= r.end:
+                    break
+                continue
+            for rec in records:
+                if rec.offset >= r.end:
+                    position = r.end
+                    break
+                position = rec.offset + 1
+                await self._submit(rec, from_dlq, progress)
+
+    async def _submit(self, rec: Any, from_dlq: bool, progress: Progress) -> None:
+        self.report.records += 1
+        if from_dlq:
+            try:
+                letter = read_dead_letter(rec)
+            except ContractError:
+                self._skip(progress, "not_dead_letter")
+                return
+            if letter.reason == REASON_CONTRACT:
+                self._skip(progress, "contract")
+                return
+            targets = [s for s in self.sinks if letter.sink in ("", s)]
+            item = make_item(letter.original)
+        else:
+            item = make_item(SourceRecord.from_consumer_record(rec))
+            targets = self.sinks
+        if item.event is None:
+            self._skip(progress, "contract")
+            return
+        if not from_dlq and not self.ignore_routes:
+            routed = set(self.router.sinks_for(item.event))
+            targets = [s for s in targets if s in routed]
+        if not targets:
+            self._skip(progress, "not_for_sinks")
+            return
+        await self._lanes.submit(item.key, lambda: self._deliver(item, targets, progress))
+
+    def _skip(self, progress: Progress, why: str) -> None:
+        self.report.skipped += 1
+        progress.advance(**{f"skipped_{why}": 1})
+
+    async def _deliver(self, item: WorkItem, targets: Sequence[str], progress: Progress) -> None:
+        assert item.event is not None
+        outcomes = await asyncio.gather(
+            *(
+                self.deliverer.deliver(item.event, item.record, s, dry_run=self.dry_run)
+                for s in targets
+            )
+        )
+        counts: dict[str, int] = {}
+        for sink, outcome in zip(targets, outcomes, strict=True):
+            self.report.outcomes[outcome.value] += 1
+            self.metrics.replayed.labels(sink, outcome.value).inc()
+            counts[outcome.value] = counts.get(outcome.value, 0) + 1
+        progress.advance(**counts)
+
+
+def check_sink_names(names: Sequence[str], configured: Mapping[str, Any]) -> list[str]:
+    unknown = [n for n in names if n not in configured]
+    if unknown:
+        raise ConfigError(
+            f"--sinks: unknown sink(s) {', '.join(unknown)}: expected names from "
+            f"consumers.sinks ({', '.join(sorted(configured))})"
+        )
+    if not names:
+        raise ConfigError("--sinks: expected at least one sink name")
+    return list(dict.fromkeys(names))

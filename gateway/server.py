@@ -1,0 +1,213 @@
+"""Running the gateway: webhook port, admin port, producer, graceful shutdown.
+
+Two uvicorn servers share one event loop: webhooks on the main port, ``/metrics``,
+``/healthz`` and ``/readyz`` on the admin port (so probes and scrapes never queue
+behind webhook traffic and are not exposed where providers call).
+
+SIGTERM / SIGINT: ``/readyz`` turns 503 at once; after ``shutdown_delay_seconds``
+(time for a load balancer to notice) the webhook port stops accepting, requests in
+progress finish (up to ``shutdown_grace_seconds``), the producer flushes and
+disconnects, and the admin port closes last. A request only gets 202 after Kafka
+acknowledged it, so nothing answered 202 is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+from gateway import problem
+from gateway.app import Ingress, IngressState, create_app, problem_handlers
+from gateway.config import GatewaySettings, IngressConfig
+from gateway.metrics import IngressMetrics
+from gateway.producer import KafkaProducer, RecordProducer
+from gateway.sources import Source
+from webhook_common.errors import WebhookGatewayError
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(WebhookGatewayError):
+    """The gateway cannot start (port in use, Kafka unreachable); the message says which."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: :func:`serve` owns the shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def create_admin_app(
+    state: IngressState, producer: RecordProducer, registry: CollectorRegistry
+) -> FastAPI:
+    admin = FastAPI(title="webhook-gateway admin", docs_url=None, redoc_url=None)
+    problem_handlers(admin, lambda status: None)
+
+    @admin.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @admin.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @admin.get("/readyz", response_model=None)
+    async def readyz() -> dict[str, str] | Response:
+        reason = "shutting down" if state.shutting_down else await producer.readiness()
+        if reason is None:
+            return {"status": "ready"}
+        p = problem.unavailable(f"not ready: {reason}", 1)
+        return Response(
+            p.body("/readyz"),
+            status_code=503,
+            headers={k.decode(): v.decode() for k, v in p.headers},
+            media_type=problem.CONTENT_TYPE.decode(),
+        )
+
+    return admin
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket, so a busy port is one clear error before anything starts."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    admin_port: int = 8081
+
+
+def _uvicorn(app: ASGIApp, grace: float) -> _Server:
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(grace)),
+    )
+    return _Server(config)
+
+
+async def serve(
+    cfg: IngressConfig,
+    sources: Sequence[Source],
+    listen: Listen,
+    *,
+    registry: CollectorRegistry | None = None,
+    producer: RecordProducer | None = None,
+) -> None:
+    """Run until SIGTERM/SIGINT, then shut down in order (see the module docstring)."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = IngressMetrics(registry)
+    settings = cfg.gateway
+    kafka_producer: KafkaProducer | None = None
+    if producer is None:
+        kafka_producer = KafkaProducer(
+            cfg.kafka,
+            settings.producer,
+            max_request_size=cfg.max_request_size,
+            topics=[s.topic for s in sources],
+        )
+        producer = kafka_producer
+    state = IngressState()
+    ingress = Ingress(sources, producer, metrics, settings, state)
+
+    web_sock = bind(listen.host, listen.port)
+    try:
+        admin_sock = bind(listen.host, listen.admin_port)
+    except StartupError:
+        web_sock.close()
+        raise
+    with web_sock, admin_sock:
+        if kafka_producer is not None:
+            try:
+                await kafka_producer.start()
+            except Exception as exc:
+                raise StartupError(
+                    f"cannot connect to Kafka at {cfg.kafka.bootstrap_servers!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+        try:
+            await _run(
+                ingress,
+                create_admin_app(state, producer, registry),
+                settings,
+                web_sock,
+                admin_sock,
+                kafka_producer.stop if kafka_producer is not None else None,
+            )
+        finally:
+            if kafka_producer is not None:
+                await kafka_producer.stop()
+
+
+async def _run(
+    ingress: Ingress,
+    admin_app: FastAPI,
+    settings: GatewaySettings,
+    web_sock: socket.socket,
+    admin_sock: socket.socket,
+    flush: Callable[[], Awaitable[None]] | None,
+) -> None:
+    state = ingress.state
+    web = _uvicorn(create_app(ingress), settings.shutdown_grace_seconds)
+    admin = _uvicorn(admin_app, 5)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    web_task = asyncio.create_task(web.serve(sockets=[web_sock]), name="webhook-server")
+    admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]), name="admin-server")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        log.info(
+            "gateway listening: webhooks on %s, admin on %s",
+            "{}:{}".format(*web_sock.getsockname()[:2]),
+            "{}:{}".format(*admin_sock.getsockname()[:2]),
+            extra={"sources": [s.name for s in ingress.sources]},
+        )
+        await asyncio.wait([web_task, admin_task, stopping], return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down: readiness off, draining in-flight requests")
+        state.shutting_down = True
+        if settings.shutdown_delay_seconds and not web_task.done():
+            await asyncio.sleep(settings.shutdown_delay_seconds)
+        web.should_exit = True
+        await web_task
+        # Every request has been answered; deliver what the producer still buffers
+        # (records whose requests timed out) before the admin port goes away.
+        if flush is not None:
+            await flush()
+        admin.should_exit = True
+        await admin_task
+        log.info("gateway stopped")
+    finally:
+        stopping.cancel()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import asyncio
+
+from consumers.dedup import MemoryDedupStore, _Batcher
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_mark_is_per_event_and_sink() -> None:
+    store = MemoryDedupStore(60, 10)
+    assert not await store.seen("e1", "a")
+    await store.mark("e1", "a")
+    assert await store.seen("e1", "a")
+    assert not await store.seen("e1", "b")
+    assert not await store.seen("e2", "a")
+
+
+async def test_marks_expire_after_ttl() -> None:
+    clock = Clock()
+    store = MemoryDedupStore(60, 10, clock=clock)
+    await store.mark("e1", "a")
+    clock.now += 59.9
+    assert await store.seen("e1", "a")
+    clock.now += 0.2
+    assert not await store.seen("e1", "a")
+    assert len(store) == 0
+
+
+async def test_bounded_least_recently_used_goes_first() -> None:
+    store = MemoryDedupStore(60, 3)
+    for i in range(3):
+        await store.mark(f"e{i}", "a")
+    assert await store.seen("e0", "a")  # touch e0: e1 is now the oldest
+    await store.mark("e3", "a")
+    assert len(store) == 3
+    assert not await store.seen("e1", "a")
+    assert await store.seen("e0", "a")
+    assert await store.seen("e3", "a")
+
+
+async def test_batcher_gathers_concurrent_calls_into_few_batches() -> None:
+    batches: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        await asyncio.sleep(0.01)
+        return [i * 2 for i in items]
+
+    batcher: _Batcher[int, int] = _Batcher(run, max_batch=40)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
+    assert results == [i * 2 for i in range(100)]
+    assert sorted(i for b in batches for i in b) == list(range(100))
+    assert len(batches) == 3  # 40 + 40 + 20, not 100 round trips
+    assert max(len(b) for b in batches) == 40
+
+
+async def test_batcher_failure_reaches_every_caller_of_that_batch_only() -> None:
+    calls = 0
+
+    async def run(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("down")
+        return items
+
+    batcher: _Batcher[int, int] = _Batcher(run, max_batch=10)
+    first = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in first)
+    assert await batcher.submit(7) == 7

@@ -1,0 +1,172 @@
+"""One event to one sink: retries, dead letters, and when the dedup mark is written."""
+
+from __future__ import annotations
+
+import asyncio
+
+from consumers.config import RetryConfig
+from consumers.dedup import DedupUnavailable, MemoryDedupStore
+from consumers.delivery import Deliverer, Outcome
+from consumers.dlq import DeadLetterWriter, read_dead_letter
+from consumers.event import Event
+from consumers.metrics import ConsumerMetrics
+from consumers.retry import SinkRetry
+from consumers.sinks import SinkError
+from tests.consumers.fakes import FakeProducer, FakeSink, fresh_registry, record
+
+
+def _deliverer(
+    sink: FakeSink,
+    dedup: object | None = None,
+    producer: FakeProducer | None = None,
+    max_attempts: int = 4,
+) -> tuple[Deliverer, FakeProducer, ConsumerMetrics, MemoryDedupStore]:
+    store = MemoryDedupStore(3600, 100)
+    producer = producer or FakeProducer()
+    metrics = ConsumerMetrics(fresh_registry())
+    d = Deliverer(
+        {sink.name: sink},
+        dedup if dedup is not None else store,  # type: ignore[arg-type]
+        {sink.name: SinkRetry(RetryConfig(initial_ms=1, max_ms=5, max_attempts=max_attempts))},
+        metrics,
+        DeadLetterWriter(producer, "dlq", "grp"),
+        infra_backoff_max=0.01,
+    )
+    return d, producer, metrics, store
+
+
+def _ev(offset: int = 0) -> tuple[Event, object]:
+    from consumers.engine import make_item
+
+    item = make_item(record(offset, "k"))
+    assert item.event is not None
+    return item.event, item.record
+
+
+async def test_retriable_errors_are_retried_then_delivered_and_marked() -> None:
+    sink = FakeSink("s", fail=lambda e, n: SinkError("503", retriable=True) if n < 3 else None)
+    d, producer, metrics, store = _deliverer(sink)
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s") is Outcome.DELIVERED  # type: ignore[arg-type]
+    assert sink.calls == 3
+    assert await store.seen(ev.id, "s")
+    assert producer.sent == []
+    assert metrics.retries.labels("s")._value.get() == 2
+    assert metrics.deliveries.labels("s", "retriable_error")._value.get() == 2
+    assert metrics.deliveries.labels("s", "success")._value.get() == 1
+
+
+async def test_non_retriable_error_dead_letters_at_once_without_a_mark() -> None:
+    sink = FakeSink("s", fail=lambda e, n: SinkError("400 bad request", retriable=False))
+    d, producer, metrics, store = _deliverer(sink)
+    ev, rec = _ev(5)
+    assert await d.deliver(ev, rec, "s") is Outcome.DEAD_LETTERED  # type: ignore[arg-type]
+    assert sink.calls == 1
+    assert not await store.seen(ev.id, "s")  # a replay must still be able to deliver it
+    sent = producer.sent[0]
+    assert sent["topic"] == "dlq"
+    assert (sent["key"], sent["value"]) == (b"k", b'{"a": 1}')
+    headers = dict(sent["headers"])
+    assert headers["dlq_reason"] == b"permanent"
+    assert headers["dlq_sink"] == b"s"
+    assert headers["dlq_attempts"] == b"1"
+    assert headers["dlq_original_topic"] == b"raw"
+    assert headers["dlq_original_partition"] == b"0"
+    assert headers["dlq_original_offset"] == b"5"
+    assert headers["dlq_group"] == b"grp"
+    assert b"400 bad request" in headers["dlq_error"]
+    assert headers["ce_id"] == ev.id.encode()  # original headers kept
+    assert metrics.dead_lettered.labels("s", "permanent")._value.get() == 1
+
+
+async def test_exhausted_retries_dead_letter_with_attempt_count() -> None:
+    sink = FakeSink("s", fail=lambda e, n: TimeoutError("slow"))  # plain exceptions retry
+    d, producer, metrics, _ = _deliverer(sink, max_attempts=3)
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s") is Outcome.DEAD_LETTERED  # type: ignore[arg-type]
+    assert sink.calls == 3
+    headers = dict(producer.sent[0]["headers"])
+    assert (headers["dlq_reason"], headers["dlq_attempts"]) == (b"exhausted", b"3")
+
+
+async def test_dlq_produce_failure_is_retried_until_acked() -> None:
+    sink = FakeSink("s", fail=lambda e, n: SinkError("no", retriable=False))
+    d, producer, _, _ = _deliverer(sink, producer=FakeProducer(fail_times=2))
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s") is Outcome.DEAD_LETTERED  # type: ignore[arg-type]
+    assert len(producer.sent) == 1
+
+
+async def test_dead_letter_round_trip_strips_old_dlq_headers() -> None:
+    sink = FakeSink("s", fail=lambda e, n: SinkError("no", retriable=False))
+    d, producer, _, _ = _deliverer(sink)
+    ev, rec = _ev(9)
+    await d.deliver(ev, rec, "s")  # type: ignore[arg-type]
+    sent = producer.sent[0]
+
+    class Rec:
+        topic, partition, offset = "dlq", 2, 40
+        key, value, headers = sent["key"], sent["value"], sent["headers"]
+
+    letter = read_dead_letter(Rec)
+    assert (letter.reason, letter.sink, letter.attempts) == ("permanent", "s", 1)
+    assert (letter.original.topic, letter.original.offset) == ("raw", 9)
+    assert all(not k.startswith("dlq_") for k, _ in letter.original.headers)
+    assert letter.original.headers == rec.headers  # type: ignore[attr-defined]
+
+
+class FlakyStore(MemoryDedupStore):
+    def __init__(self, check_failures: int, mark_failures: int) -> None:
+        super().__init__(3600, 100)
+        self.check_failures = check_failures
+        self.mark_failures = mark_failures
+
+    async def seen(self, event_id: str, sink: str) -> bool:
+        if self.check_failures:
+            self.check_failures -= 1
+            raise DedupUnavailable("redis down")
+        return await super().seen(event_id, sink)
+
+    async def mark(self, event_id: str, sink: str) -> None:
+        if self.mark_failures:
+            self.mark_failures -= 1
+            raise DedupUnavailable("redis down")
+        await super().mark(event_id, sink)
+
+
+async def test_dedup_outage_waits_instead_of_delivering_unchecked() -> None:
+    sink = FakeSink("s")
+    store = FlakyStore(check_failures=3, mark_failures=2)
+    d, _, metrics, _ = _deliverer(sink, dedup=store)
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s") is Outcome.DELIVERED  # type: ignore[arg-type]
+    assert sink.calls == 1  # the sink saw it once, after the store answered
+    assert await store.seen(ev.id, "s")
+    assert metrics.dedup_errors.labels("check")._value.get() == 3
+    assert metrics.dedup_errors.labels("mark")._value.get() == 2
+    assert d.healthy
+
+
+async def test_dedup_outage_blocks_while_it_lasts() -> None:
+    sink = FakeSink("s")
+    store = FlakyStore(check_failures=10**9, mark_failures=0)
+    d, _, _, _ = _deliverer(sink, dedup=store)
+    ev, rec = _ev()
+    task = asyncio.create_task(d.deliver(ev, rec, "s"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    assert sink.calls == 0
+    assert not d.healthy
+    task.cancel()
+
+
+async def test_existing_mark_skips_and_dry_run_does_not_send() -> None:
+    sink = FakeSink("s")
+    d, _, metrics, store = _deliverer(sink)
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s", dry_run=True) is Outcome.DRY_RUN  # type: ignore[arg-type]
+    assert sink.calls == 0
+    await store.mark(ev.id, "s")
+    assert await d.deliver(ev, rec, "s") is Outcome.DUPLICATE  # type: ignore[arg-type]
+    assert sink.calls == 0
+    assert metrics.duplicates.labels("s")._value.get() == 1

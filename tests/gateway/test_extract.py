@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from gateway import extract
+from gateway.config import PROVIDER_DEFAULTS
+from gateway.extract import KeyExtractor, parse_pointer, resolve
+
+CRYSTALLIZE = PROVIDER_DEFAULTS["crystallize"]
+crystallize_keys = KeyExtractor.build(
+    CRYSTALLIZE.key_pointers, CRYSTALLIZE.key_entity_get_id, CRYSTALLIZE.key_query_param
+)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "tokens"),
+    [
+        ("", ()),
+        ("/", ("",)),
+        ("/order/get/id", ("order", "get", "id")),
+        ("/a~1b/c~0d", ("a/b", "c~d")),
+        ("/~01", ("~1",)),
+        ("/0", ("0",)),
+    ],
+)
+def test_parse_pointer(pointer: str, tokens: tuple[str, ...]) -> None:
+    assert parse_pointer(pointer) == tokens
+
+
+@pytest.mark.parametrize("pointer", ["order/get", "/a~2", "/a~", "#/a"])
+def test_parse_pointer_rejects(pointer: str) -> None:
+    with pytest.raises(ValueError, match="RFC 6901"):
+        parse_pointer(pointer)
+
+
+def test_resolve_objects_and_arrays() -> None:
+    doc = {"a": [{"b": 1}, {"b": 2}], "x/y": "slash", "": "empty"}
+    assert resolve(doc, parse_pointer("/a/1/b")) == 2
+    assert resolve(doc, parse_pointer("/x~1y")) == "slash"
+    assert resolve(doc, parse_pointer("/")) == "empty"
+    for missing in ("/a/2/b", "/a/01/b", "/a/-", "/nope", "/a/0/b/c"):
+        assert resolve(doc, parse_pointer(missing)) is extract._MISSING
+
+
+@pytest.mark.parametrize(
+    ("doc", "query", "expected"),
+    [
+        ({"order": {"get": {"id": "o1"}}}, {}, "o1"),
+        ({"item": {"get": {"id": "i1"}}}, {}, "i1"),
+        ({"customer": {"get": {"identifier": "c@x", "id": "ignored"}}}, {}, "c@x"),
+        ({"orderId": "o2", "id": "other"}, {}, "o2"),
+        ({"id": 42}, {}, "42"),
+        ({"shape": {"get": {"id": "s1"}}}, {}, "s1"),  # any top-level <entity>/get/id
+        ({"a": {"get": {}}, "topic": {"get": {"id": 7}}}, {}, "7"),
+        (None, {"id": "from-query"}, "from-query"),  # GET webhook: empty body
+        ({"unrelated": 1}, {"id": "q"}, "q"),
+        ({"id": True}, {}, None),  # booleans, floats and objects are not ids
+        ({"id": 1.5}, {}, None),
+        ({"id": ""}, {"id": ""}, None),
+        ([1, 2], {}, None),
+    ],
+)
+def test_crystallize_entity_id(doc: object, query: dict[str, str], expected: str | None) -> None:
+    assert crystallize_keys.entity_id(doc, query) == expected
+
+
+def test_pointer_order_wins_over_document_order() -> None:
+    doc = {"item": {"get": {"id": "item"}}, "order": {"get": {"id": "order"}}}
+    assert crystallize_keys.entity_id(doc, {}) == "order"
+
+
+def test_custom_rules_without_fallbacks() -> None:
+    keys = KeyExtractor.build(["/data/0/ref"], False, None)
+    assert keys.entity_id({"data": [{"ref": "r"}]}, {"id": "q"}) == "r"
+    assert keys.entity_id({"order": {"get": {"id": "x"}}}, {"id": "q"}) is None
+
+
+@pytest.mark.parametrize(
+    ("provided", "query", "segment", "doc", "expected"),
+    [
+        ("push", {"concern": "order", "event": "created"}, "seg", {"order": 1}, "push"),
+        (None, {"concern": "order", "event": "created"}, "seg", {"item": 1}, "order.created"),
+        (None, {"event": "published"}, "seg", None, "published"),
+        (None, {"concern": "item"}, None, None, "item"),
+        (None, {}, "order.updated", {"order": 1}, "order.updated"),
+        (None, {}, None, {"order": {"get": {}}}, "order"),
+        (None, {}, None, None, "unknown"),
+        (None, {}, None, [1], "unknown"),
+    ],
+)
+def test_event_type_precedence(
+    provided: str | None,
+    query: dict[str, str],
+    segment: str | None,
+    doc: object,
+    expected: str,
+) -> None:
+    assert extract.event_type(provided, query, segment, doc) == expected
+
+
+def test_event_id_is_sha256_of_netstrings() -> None:
+    expected = hashlib.sha256(b"11:crystallize,4:POST,3:a=1,2:{},").hexdigest()
+    assert extract.event_id("crystallize", "POST", b"a=1", b"{}") == expected
+
+
+def test_event_id_depends_on_every_field_and_boundaries() -> None:
+    base = extract.event_id("s", "POST", b"q=1", b"{}")
+    assert base == extract.event_id("s", "POST", b"q=1", b"{}")
+    others = {
+        extract.event_id("t", "POST", b"q=1", b"{}"),
+        extract.event_id("s", "PUT", b"q=1", b"{}"),
+        extract.event_id("s", "POST", b"q=2", b"{}"),
+        extract.event_id("s", "POST", b"q=1", b"{ }"),
+        # Moving bytes across a field boundary changes the id.
+        extract.event_id("s", "POST", b"q=1{", b"}"),
+    }
+    assert base not in others
+    assert len(others) == 5

@@ -1,0 +1,178 @@
+"""The command line as a user runs it: exit codes and one-line errors, no secrets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from tests.gateway.support import free_port
+
+SECRET = "cli-secret-never-printed-31337"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, **(env or {})}
+    if env is None:
+        environ.pop("CRYSTALLIZE_SIGNATURE_SECRET", None)
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=environ,
+        cwd=ROOT,
+    )
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_check_config_bad_config_names_key_and_expectation(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {
+            "sources": [
+                {
+                    "name": "crystallize",
+                    "verifier": {"type": "crystallize", "mode": "sha1"},
+                    "secrets": [SECRET],
+                    "body_limit": "huge",
+                }
+            ]
+        },
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert (
+        "sources[0].body_limit: got 'huge': expected input should be a valid integer"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+
+
+def test_check_config_bad_verifier_option(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        {
+            "sources": [
+                {
+                    "name": "crystallize",
+                    "verifier": {"type": "crystallize", "mode": "sha1"},
+                    "secrets": [SECRET],
+                }
+            ]
+        },
+    )
+    result = run("check-config", str(path))
+    assert result.returncode == 2
+    assert "sources[0].verifier.mode: got 'sha1': expected" in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_check_config_missing_file_and_unset_secret(tmp_path: Path) -> None:
+    missing = run("check-config", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1
+    assert "does not exist" in missing.stderr
+    quickstart = str(ROOT / "deploy/config/quickstart.yaml")
+    unset = run("check-config", quickstart)
+    assert unset.returncode == 2
+    assert "sources[0].secrets[0]: ${CRYSTALLIZE_SIGNATURE_SECRET} is not set" in unset.stderr
+    empty = run("check-config", quickstart, env={"CRYSTALLIZE_SIGNATURE_SECRET": ""})
+    assert empty.returncode == 2
+    assert "sources[0].verifier: crystallize verifier: secrets[0]: must not be empty" in (
+        empty.stderr
+    )
+
+
+def test_check_config_quickstart_ok() -> None:
+    result = run(
+        "check-config",
+        "deploy/config/quickstart.yaml",
+        env={"CRYSTALLIZE_SIGNATURE_SECRET": SECRET},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout
+    assert "/webhooks/crystallize -> topic webhooks.raw" in result.stdout
+    assert SECRET not in result.stdout + result.stderr
+
+
+def test_help_lists_commands_and_examples() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for word in ("serve", "check-config", "topics", "examples:"):
+        assert word in result.stdout
+    serve = run("serve", "--help")
+    assert "--admin-port" in serve.stdout
+    assert "example" in serve.stdout
+    bad = run("serve", "--config", "x.yaml", "--port", "70000")
+    assert bad.returncode == 2
+    assert "not a port number" in bad.stderr
+
+
+def test_serve_without_kafka_is_one_clear_error(tmp_path: Path) -> None:
+    dead = free_port()  # nothing listens here
+    path = write(
+        tmp_path,
+        {
+            "kafka": {"bootstrap_servers": f"127.0.0.1:{dead}"},
+            "gateway": {"log_format": "text"},
+            "sources": [
+                {"name": "crystallize", "verifier": {"type": "crystallize"}, "secrets": [SECRET]}
+            ],
+        },
+    )
+    result = run(
+        "serve",
+        "--config",
+        str(path),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--admin-port",
+        str(free_port()),
+    )
+    assert result.returncode == 1
+    assert f"error: cannot connect to Kafka at '127.0.0.1:{dead}'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert SECRET not in result.stderr
+
+
+def test_serve_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    path = write(
+        tmp_path,
+        {"sources": [{"name": "c", "verifier": {"type": "crystallize"}, "secrets": [SECRET]}]},
+    )
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run(
+            "serve",
+            "--config",
+            str(path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--admin-port",
+            str(free_port()),
+        )
+    assert result.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,168 @@
+"""The Kafka sink on the real broker: contract, republished records, topic templates."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
+
+from consumers.event import Event
+from consumers.plugins import build_sinks
+from consumers.sinks import BatchSink, SinkContext, SinkError
+from consumers.testing import SinkContract, make_event
+from tests.integration.conftest import TopicFactory
+
+
+async def consume(bootstrap: str, topic: str, expected: int) -> list[ConsumerRecord[Any, Any]]:
+    """Every record of ``topic`` from the start, once ``expected`` are there (bounded)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    got: list[ConsumerRecord[Any, Any]] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(got) < expected:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    got.extend(records)
+        # A little longer, so a duplicate beyond `expected` would be seen too.
+        for records in (await consumer.getmany(timeout_ms=300)).values():
+            got.extend(records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+def header(record: ConsumerRecord[Any, Any], name: str) -> str:
+    value: bytes = dict(record.headers)[name]
+    return value.decode()
+
+
+class TestKafkaSinkContract(SinkContract):
+    sink_type = "kafka"
+    broken_retriable = True
+
+    @pytest.fixture(autouse=True)
+    async def _target(self, kafka_bootstrap: str, kafka_topic: TopicFactory) -> None:
+        self.bootstrap = kafka_bootstrap
+        self.topic = await kafka_topic("sink-contract", partitions=3)
+
+    def sink_context(self) -> SinkContext:
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap,
+            "request_timeout_ms": 5000,
+        }
+        return SinkContext(self.bootstrap, kwargs, CollectorRegistry())
+
+    def sink_config(self) -> dict[str, Any]:
+        return {"topic": self.topic}  # a template without placeholders is one fixed topic
+
+    async def delivered(self, expected: int) -> list[str]:
+        return [header(r, "ce_id") for r in await consume(self.bootstrap, self.topic, expected)]
+
+    def broken_config(self) -> dict[str, Any] | None:
+        # The broker does not auto-create topics, and the sink is not asked to.
+        return {"topic": f"missing.{uuid.uuid4().hex}"}
+
+
+@pytest.fixture
+async def created_topics(kafka_bootstrap: str) -> AsyncIterator[list[str]]:
+    """Topics a test makes the sink create; deleted afterwards."""
+    names: list[str] = []
+    yield names
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        if names:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+async def test_republished_record_matches_the_original(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = await kafka_topic("republish")
+    event = make_event(
+        "order-9",
+        headers={"x-crystallize-signature": "abc"},
+        body=b'{"raw":  true}',
+        method="POST",
+        query="a=1",
+    )
+    context = SinkContext(
+        kafka_bootstrap, {"bootstrap_servers": kafka_bootstrap}, CollectorRegistry()
+    )
+    sink = build_sinks({"bus": {"type": "kafka", "topic": topic}}, context)["bus"]
+    await sink.start()
+    try:
+        await sink.send(event)
+    finally:
+        await sink.aclose()
+    (record,) = await consume(kafka_bootstrap, topic, 1)
+    assert record.key == b"order-9"
+    assert record.value == b'{"raw":  true}'
+    assert list(record.headers) == event.meta().to_headers()
+    again = Event.from_record(
+        topic=topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=record.headers,
+    )
+    assert again.meta() == event.meta()
+
+
+async def test_template_routes_by_source_and_type_and_creates_topics(
+    kafka_bootstrap: str, created_topics: list[str]
+) -> None:
+    source = f"src{uuid.uuid4().hex[:8]}"
+    created = make_event("k1", source=source, type="order created/v2")
+    paid = make_event("k2", source=source, type="order.paid")
+    context = SinkContext(
+        kafka_bootstrap, {"bootstrap_servers": kafka_bootstrap}, CollectorRegistry()
+    )
+    section = {"type": "kafka", "topic": "events.{source}.{type}", "create_topics": True}
+    sink = build_sinks({"bus": section}, context)["bus"]
+    assert isinstance(sink, BatchSink)
+    created_topics.extend([f"events.{source}.order_created_v2", f"events.{source}.order.paid"])
+    await sink.start()
+    try:
+        await asyncio.wait_for(sink.send_batch([created, paid, created]), 60)
+    finally:
+        await sink.aclose()
+    first = await consume(kafka_bootstrap, created_topics[0], 2)
+    second = await consume(kafka_bootstrap, created_topics[1], 1)
+    assert [header(r, "ce_id") for r in first] == [created.id, created.id]
+    assert [header(r, "ce_id") for r in second] == [paid.id]
+
+
+async def test_record_too_large_is_not_retriable(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = await kafka_topic("too-large")
+    context = SinkContext(
+        kafka_bootstrap, {"bootstrap_servers": kafka_bootstrap}, CollectorRegistry()
+    )
+    sink = build_sinks({"bus": {"type": "kafka", "topic": topic}}, context)["bus"]
+    await sink.start()
+    try:
+        with pytest.raises(SinkError) as info:
+            await sink.send(make_event(body=b"x" * 2_000_000))
+    finally:
+        await sink.aclose()
+    assert info.value.retriable is False
+    assert "MessageSizeTooLargeError" in str(info.value)
