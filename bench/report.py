@@ -97,6 +97,8 @@ def ingress_tables(r: IngressResults) -> list[str]:
                     _f(s.p99_ms, 2),
                     _f(s.p999_ms, 2),
                     _f(s.cpu_s_per_1k, 3),
+                    _f(s.server_ms, 2) if s.server_ms is not None else "-",
+                    _f(s.kafka_ms, 2) if s.kafka_ms is not None else "-",
                     _f(ratio(s.accepted_per_s, ceiling.accepted_per_s), 2) if ceiling else "-",
                     _f(ratio(s.accepted_per_s, naive.accepted_per_s), 2) if naive else "-",
                 ]
@@ -112,11 +114,21 @@ def ingress_tables(r: IngressResults) -> list[str]:
             "p99 ms",
             "p99.9 ms",
             "CPU s / 1k req",
+            "handler ms",
+            "Kafka wait ms",
             "x ceiling",
             "x naive",
         ],
         rows,
     )
+    lines += [
+        "",
+        "accepted req/s: 202 answers per second (median over rounds); non-202: other answers "
+        "and socket errors, summed over rounds; latency: wrk, closed loop, request written to "
+        "response read; CPU: server process (and children) user+system seconds per 1,000 "
+        "accepted; handler / Kafka wait: the gateway's own histograms, mean per request, "
+        "of the whole handler and of awaiting the Kafka acknowledgement.",
+    ]
     if r.workers or r.workers_note:
         lines += ["", "### Gateway (HMAC) throughput vs `--workers`", ""]
         if r.workers:

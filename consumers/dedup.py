@@ -185,7 +185,10 @@ def build_store(config: DedupConfig) -> DedupStore:
     if config.store == "redis":
         assert config.redis_url is not None  # checked by DedupConfig
         return RedisDedupStore.from_url(
-            config.redis_url.get_secret_value(), config.ttl_seconds, config.key_prefix, config.batch_size
+            config.redis_url.get_secret_value(),
+            config.ttl_seconds,
+            config.key_prefix,
+            config.batch_size,
         )
     return MemoryDedupStore(config.ttl_seconds, config.max_entries)
 

@@ -17,15 +17,16 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 import orjson
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from gateway.verifiers import VerificationError
 from webhook_common.config import StrictModel
 from webhook_common.errors import ConfigError
 
+C = TypeVar("C", bound=BaseModel)
 Clock = Callable[[], float]
 Algorithm = Literal["sha256", "sha512"]
 Encoding = Literal["hex", "base64"]
@@ -49,6 +50,14 @@ class TimestampedConfig(StrictModel):
         ge=1,
         description="Reject a timestamp older or newer than this many seconds.",
     )
+
+
+def own_config(config: BaseModel, model: type[C]) -> C:
+    """Narrow the ``config`` the Protocol passes as any ``BaseModel`` to this verifier's own
+    model (the registry always builds it from ``cls.Config``; anything else is a bug)."""
+    if not isinstance(config, model):
+        raise ConfigError(f"verifier config: got a {type(config).__name__}: expected {model.__name__}")
+    return config
 
 
 def fail(reason: str, detail: str) -> VerificationError:

@@ -22,12 +22,14 @@ import re
 import string
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
+    own_config,
     Algorithm,
     Clock,
     Encoding,
@@ -113,16 +115,15 @@ class GenericHmacConfig(TimestampedConfig):
 class GenericHmacVerifier:
     """Verifies a configurable single-header HMAC signature."""
 
-    Config = GenericHmacConfig
+    Config: ClassVar[type[BaseModel]] = GenericHmacConfig
 
     def __init__(
-        self, config: GenericHmacConfig, secrets: Sequence[SecretStr], *, clock: Clock = time.time
+        self, config: BaseModel, secrets: Sequence[SecretStr], *, clock: Clock = time.time
     ) -> None:
         self._keys = utf8_secrets(secrets, "generic-hmac")
-        self._config = config
+        self._config = cfg = own_config(config, GenericHmacConfig)
         self._pieces = [
-            (literal.encode(), field)
-            for literal, field in _template_fields(config.signed_template())
+            (literal.encode(), field) for literal, field in _template_fields(cfg.signed_template())
         ]
         self._clock = clock
 
@@ -167,7 +168,7 @@ class GenericHmacVerifier:
 def sign(
     body: bytes,
     secret: str,
-    config: GenericHmacConfig,
+    config: BaseModel,
     *,
     timestamp: int | None = None,
 ) -> dict[str, str]:

@@ -12,11 +12,13 @@ not signed either.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
+    own_config,
     decode_digest,
     fail,
     hmac_digest,
@@ -38,9 +40,10 @@ class GitHubConfig(StrictModel):
 class GitHubVerifier:
     """Verifies ``X-Hub-Signature-256``."""
 
-    Config = GitHubConfig
+    Config: ClassVar[type[BaseModel]] = GitHubConfig
 
-    def __init__(self, config: GitHubConfig, secrets: Sequence[SecretStr]) -> None:
+    def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
+        own_config(config, GitHubConfig)
         self._keys = utf8_secrets(secrets, "github")
 
     def verify(self, request: WebhookRequest) -> Verified:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
 from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers._common import own_config
 from webhook_common.config import StrictModel
 
 log = logging.getLogger(__name__)
@@ -44,9 +46,10 @@ class NoVerifierConfig(StrictModel):
 class NoVerifier:
     """Accepts every request; event id and type are left to the gateway."""
 
-    Config = NoVerifierConfig
+    Config: ClassVar[type[BaseModel]] = NoVerifierConfig
 
-    def __init__(self, config: NoVerifierConfig, secrets: Sequence[SecretStr]) -> None:
+    def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
+        own_config(config, NoVerifierConfig)  # its validator is the `insecure: true` check
         log.warning(
             "verifier 'none' (insecure: true): requests on this source are accepted "
             "without any signature check%s",

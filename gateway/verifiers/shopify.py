@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
+    own_config,
     decode_digest,
     hmac_digest,
     match_secret,
@@ -36,9 +38,10 @@ class ShopifyConfig(StrictModel):
 class ShopifyVerifier:
     """Verifies ``X-Shopify-Hmac-Sha256``."""
 
-    Config = ShopifyConfig
+    Config: ClassVar[type[BaseModel]] = ShopifyConfig
 
-    def __init__(self, config: ShopifyConfig, secrets: Sequence[SecretStr]) -> None:
+    def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
+        own_config(config, ShopifyConfig)
         self._keys = utf8_secrets(secrets, "shopify")
 
     def verify(self, request: WebhookRequest) -> Verified:

@@ -22,11 +22,13 @@ import base64
 import binascii
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
+    own_config,
     Clock,
     TimestampedConfig,
     check_window,
@@ -92,11 +94,11 @@ def _signatures(header: str, what: str) -> list[bytes]:
 class StandardWebhooksVerifier:
     """Verifies Standard Webhooks / Svix signatures with a replay window."""
 
-    Config = StandardWebhooksConfig
+    Config: ClassVar[type[BaseModel]] = StandardWebhooksConfig
 
     def __init__(
         self,
-        config: StandardWebhooksConfig,
+        config: BaseModel,
         secrets: Sequence[SecretStr],
         *,
         clock: Clock = time.time,
@@ -112,7 +114,7 @@ class StandardWebhooksVerifier:
                     f"secrets[{index}]: {exc}: expected 'whsec_' followed by base64"
                 ) from None
         self._keys = keys
-        self._tolerance = config.tolerance_seconds
+        self._tolerance = own_config(config, StandardWebhooksConfig).tolerance_seconds
         self._clock = clock
 
     def verify(self, request: WebhookRequest) -> Verified:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import ClassVar
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
+    own_config,
     Clock,
     TimestampedConfig,
     check_window,
@@ -57,13 +59,13 @@ def _parse(header: str) -> tuple[str, list[bytes]]:
 class StripeVerifier:
     """Verifies ``Stripe-Signature`` with a replay window."""
 
-    Config = StripeConfig
+    Config: ClassVar[type[BaseModel]] = StripeConfig
 
     def __init__(
-        self, config: StripeConfig, secrets: Sequence[SecretStr], *, clock: Clock = time.time
+        self, config: BaseModel, secrets: Sequence[SecretStr], *, clock: Clock = time.time
     ) -> None:
         self._keys = utf8_secrets(secrets, "stripe")
-        self._tolerance = config.tolerance_seconds
+        self._tolerance = own_config(config, StripeConfig).tolerance_seconds
         self._clock = clock
 
     def verify(self, request: WebhookRequest) -> Verified:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
@@ -15,11 +15,14 @@ from consumers.sinks import SinkError
 from webhook_common.contract import EventMeta, format_time
 
 
+class FakeSinkConfig(BaseModel):
+    pass
+
+
 class FakeSink:
     """Records what it received; ``delay`` stalls each call, ``fail`` decides errors."""
 
-    class Config(BaseModel):
-        pass
+    Config: ClassVar[type[BaseModel]] = FakeSinkConfig
 
     def __init__(
         self,

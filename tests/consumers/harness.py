@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,10 @@ def free_port() -> int:
 
 
 async def wait_until(
-    check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
+    check: Callable[[], Any], within: float, what: str, interval: float = 0.1
 ) -> Any:
     """Poll ``check`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         result = check()
         if asyncio.iscoroutine(result):
@@ -53,7 +53,7 @@ async def wait_until(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            raise AssertionError(f"timed out after {within:g} s waiting for {what}")
         await asyncio.sleep(interval)
 
 
@@ -105,7 +105,7 @@ class ConsumerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    async def wait_ready(self, within: float = 60) -> None:
         async with httpx.AsyncClient(timeout=2) as client:
 
             async def ready() -> bool:
@@ -118,7 +118,7 @@ class ConsumerProcess:
                     return (await client.get(self.url + "/readyz")).status_code == 200
                 return False
 
-            await wait_until(ready, timeout, "the consumer's /readyz")
+            await wait_until(ready, within, "the consumer's /readyz")
 
     async def metric(self, name: str, **labels: str) -> float:
         """Sum of the samples of ``name`` whose labels include ``labels``."""
@@ -228,7 +228,7 @@ async def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {tp.partition: om.offset for tp, om in offsets.items() if tp.topic == topic}
 
 
-async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 30) -> list[Any]:
+async def read_topic(bootstrap: str, topic: str, expect: int, within: float = 30) -> list[Any]:
     """Every record of a topic from the start (at least ``expect`` of them)."""
     consumer = AIOKafkaConsumer(
         topic,
@@ -240,7 +240,7 @@ async def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 3
     await consumer.start()
     out: list[Any] = []
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while len(out) < expect and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
@@ -298,8 +298,15 @@ class TargetServer:
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])
 
     def start(self) -> TargetServer:
-        config = uvicorn.Config(self._app(), host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off", backlog=1024)
+        config = uvicorn.Config(
+            self._app(),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            backlog=1024,
+        )
         server = uvicorn.Server(config)
         self._server = server
         self._thread = threading.Thread(target=server.run, daemon=True)
@@ -316,7 +323,3 @@ class TargetServer:
             self._server.should_exit = True
             self._thread.join(10)
             self._server = None
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    await wait_until(check, timeout, what)

@@ -106,3 +106,17 @@ def test_redis_url_is_kept_secret() -> None:
     assert s.consumers.dedup.redis_url is not None
     assert "hunter2pw" not in repr(s)
     assert s.consumers.dedup.redis_url.get_secret_value() == "redis://:hunter2pw@h/0"
+
+
+def test_gateway_sections_are_not_interpolated(tmp_path: Path) -> None:
+    # The consumer's environment lacks the gateway's verifier secrets: that is fine.
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "sources: [{name: s, secrets: ['${GATEWAY_ONLY_SECRET}']}]\n"
+        "consumers:\n  sinks: {f: {type: file, path: '${OUT:-x}'}}\n"
+        "  routes: [{name: all, sinks: [f]}]\n"
+    )
+    assert load_settings(path, env={}).consumers.sinks["f"]["path"] == "x"
+    path.write_text("consumers:\n  group: ${NEEDED}\n  sinks: {f: {type: file}}\n")
+    with pytest.raises(ConfigError, match=r"consumers.group: \$\{NEEDED\} is not set"):
+        load_settings(path, env={})

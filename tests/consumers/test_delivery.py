@@ -81,7 +81,7 @@ async def test_non_retriable_error_dead_letters_at_once_without_a_mark() -> None
 
 async def test_exhausted_retries_dead_letter_with_attempt_count() -> None:
     sink = FakeSink("s", fail=lambda e, n: TimeoutError("slow"))  # plain exceptions retry
-    d, producer, metrics, _ = _deliverer(sink, max_attempts=3)
+    d, producer, _, _ = _deliverer(sink, max_attempts=3)
     ev, rec = _ev()
     assert await d.deliver(ev, rec, "s") is Outcome.DEAD_LETTERED  # type: ignore[arg-type]
     assert sink.calls == 3

@@ -24,21 +24,33 @@ from tests.integration.conftest import TopicFactory
 
 
 def _config(
-    tmp_path: Path, bootstrap: str, raw: str, dlq: str, url: str, redis_url: str | None = None,
+    tmp_path: Path,
+    bootstrap: str,
+    raw: str,
+    dlq: str,
+    url: str,
+    redis_url: str | None = None,
     **retry: int,
 ) -> Path:
     dedup = (
         {"store": "redis", "redis_url": redis_url, "key_prefix": f"t:{uuid.uuid4().hex[:8]}:"}
-        if redis_url else {"store": "memory"}
+        if redis_url
+        else {"store": "memory"}
     )
-    return write_config(tmp_path / "c.yaml", bootstrap, {
-        "dedup": dedup,
-        "group": f"g-{uuid.uuid4().hex[:8]}", "topics": [raw], "dlq_topic": dlq,
-        "sinks": {"hook": {"type": "http", "url": url, "timeout_seconds": 5}},
-        "routes": [{"name": "all", "sinks": ["hook"]}],
-        "retry": {"initial_ms": 50, "max_ms": 400, **retry},
-        "commit_interval_ms": 200,
-    })
+    return write_config(
+        tmp_path / "c.yaml",
+        bootstrap,
+        {
+            "dedup": dedup,
+            "group": f"g-{uuid.uuid4().hex[:8]}",
+            "topics": [raw],
+            "dlq_topic": dlq,
+            "sinks": {"hook": {"type": "http", "url": url, "timeout_seconds": 5}},
+            "routes": [{"name": "all", "sinks": ["hook"]}],
+            "retry": {"initial_ms": 50, "max_ms": 400, **retry},
+            "commit_interval_ms": 200,
+        },
+    )
 
 
 async def test_http_sink_down_then_up_is_retried_and_delivered(
@@ -60,24 +72,41 @@ async def test_http_sink_down_then_up_is_retried_and_delivered(
 
             await wait_until(retrying, 60, "retries while the target is down")
             target.start()
-            await wait_until(lambda: len({r[0] for r in target.received}) == 20, 60,
-                             "20 deliveries after the target came up")
-            failed = await proc.metric("webhookgw_consumer_deliveries_total", sink="hook",
-                                       outcome="retriable_error")
+            await wait_until(
+                lambda: len({r[0] for r in target.received}) == 20,
+                60,
+                "20 deliveries after the target came up",
+            )
+            failed = await proc.metric(
+                "webhookgw_consumer_deliveries_total", sink="hook", outcome="retriable_error"
+            )
             assert failed >= 8
             assert await proc.metric("webhookgw_consumer_dead_lettered_total") == 0
             assert proc.terminate() == 0
     finally:
         target.stop()
     assert len(target.received) == 20  # each exactly once
-    assert await read_topic(kafka_bootstrap, dlq, expect=0, timeout=1) == []
+    assert await read_topic(kafka_bootstrap, dlq, expect=0, within=1) == []
 
 
 def _replay(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "consumers", "--log-format", "text", "replay", "--config",
-         str(config), *args],
-        capture_output=True, text=True, timeout=120, check=False, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "consumers",
+            "--log-format",
+            "text",
+            "replay",
+            "--config",
+            str(config),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
 
 
@@ -97,8 +126,9 @@ async def test_permanent_failure_dead_letters_then_replay_delivers_once(
             await proc.wait_ready()
 
             async def all_dead() -> bool:
-                n = await proc.metric("webhookgw_consumer_dead_lettered_total", sink="hook",
-                                      reason="permanent")
+                n = await proc.metric(
+                    "webhookgw_consumer_dead_lettered_total", sink="hook", reason="permanent"
+                )
                 return n == 10
 
             await wait_until(all_dead, 60, "10 dead letters")
@@ -114,10 +144,15 @@ async def test_permanent_failure_dead_letters_then_replay_delivers_once(
             assert by_id[m.id].value == body
             assert by_id[m.id].key == m.subject.encode()
             assert (h["dlq_reason"], h["dlq_sink"], h["dlq_attempts"]) == (
-                b"permanent", b"hook", b"1")
+                b"permanent",
+                b"hook",
+                b"1",
+            )
             assert h["dlq_original_topic"] == raw.encode()
             assert (int(h["dlq_original_partition"]), int(h["dlq_original_offset"])) == (
-                partition, offset)
+                partition,
+                offset,
+            )
             assert b"400" in h["dlq_error"]
 
         dry = _replay(config, "--from-dlq", "--sinks", "hook", "--dry-run")

@@ -27,13 +27,19 @@ async def test_run_delivers_in_key_order_dedups_dead_letters_and_commits(
     dlq = await kafka_topic("dlq", partitions=1)
     out = tmp_path / "events.jsonl"
     group = f"g-{uuid.uuid4().hex[:8]}"
-    config = write_config(tmp_path / "c.yaml", kafka_bootstrap, {
-        "group": group, "topics": [raw], "dlq_topic": dlq,
-        "sinks": {"events": {"type": "file", "path": str(out), "fsync": "never"}},
-        "routes": [{"name": "orders", "match": {"type": "order.*"}, "sinks": ["events"]}],
-        "unrouted": "dead-letter",
-        "commit_interval_ms": 200,
-    })
+    config = write_config(
+        tmp_path / "c.yaml",
+        kafka_bootstrap,
+        {
+            "group": group,
+            "topics": [raw],
+            "dlq_topic": dlq,
+            "sinks": {"events": {"type": "file", "path": str(out), "fsync": "never"}},
+            "routes": [{"name": "orders", "match": {"type": "order.*"}, "sinks": ["events"]}],
+            "unrouted": "dead-letter",
+            "commit_interval_ms": 200,
+        },
+    )
     events = [(meta(f"e{i}", f"key{i % 10}"), b'{"n": %d}' % i) for i in range(60)]
     repeats = [events[i] for i in (3, 17, 17, 42, 59)]  # the provider re-sent these
     unrouted = [(meta("u1", "key1", type_="customer.created"), b"{}")]
@@ -45,8 +51,9 @@ async def test_run_delivers_in_key_order_dedups_dead_letters_and_commits(
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        await producer.send_and_wait(raw, b"junk", key=b"key2",
-                                     headers=[h for h in bad.to_headers() if h[0] != "ce_id"])
+        await producer.send_and_wait(
+            raw, b"junk", key=b"key2", headers=[h for h in bad.to_headers() if h[0] != "ce_id"]
+        )
     finally:
         await producer.stop()
 
@@ -54,14 +61,16 @@ async def test_run_delivers_in_key_order_dedups_dead_letters_and_commits(
     with consumers_running(proc):
         await proc.wait_ready()
         await wait_until(lambda: len(read_jsonl(out)) >= 60, 60, "60 lines in the file sink")
-        await wait_until(
-            lambda: _all_done(proc, 67), 30, "all 67 records finished")
+        await wait_until(lambda: _all_done(proc, 67), 30, "all 67 records finished")
         assert await proc.metric("webhookgw_consumer_duplicates_skipped_total", sink="events") == 5
         assert await proc.metric("webhookgw_consumer_unrouted_total", action="dead-letter") == 1
-        assert await proc.metric(
-            "webhookgw_consumer_dead_lettered_total", reason="contract") == 1
-        assert await proc.metric("webhookgw_consumer_deliveries_total", sink="events",
-                                 outcome="success") == 60
+        assert await proc.metric("webhookgw_consumer_dead_lettered_total", reason="contract") == 1
+        assert (
+            await proc.metric(
+                "webhookgw_consumer_deliveries_total", sink="events", outcome="success"
+            )
+            == 60
+        )
         assert proc.terminate() == 0, proc.logs()
 
     lines = read_jsonl(out)

@@ -28,16 +28,25 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
     raw = await kafka_topic("raw", partitions=3)
     dlq = await kafka_topic("dlq")
     target = TargetServer(delay=0.01).start()  # 10 ms per delivery: slow enough to interrupt
-    config = write_config(tmp_path / "c.yaml", kafka_bootstrap, {
-        "group": f"g-{uuid.uuid4().hex[:8]}", "topics": [raw], "dlq_topic": dlq,
-        "dedup": {"store": "redis", "redis_url": redis_url,
-                  "key_prefix": f"t:{uuid.uuid4().hex[:8]}:"},
-        "sinks": {"hook": {"type": "http", "url": target.url}},
-        "routes": [{"name": "all", "sinks": ["hook"]}],
-        # Commit rarely, so the restart re-reads many records dedup has to catch.
-        "commit_interval_ms": 60_000,
-        "concurrency": {"max_parallel": PARALLEL},
-    })
+    config = write_config(
+        tmp_path / "c.yaml",
+        kafka_bootstrap,
+        {
+            "group": f"g-{uuid.uuid4().hex[:8]}",
+            "topics": [raw],
+            "dlq_topic": dlq,
+            "dedup": {
+                "store": "redis",
+                "redis_url": redis_url,
+                "key_prefix": f"t:{uuid.uuid4().hex[:8]}:",
+            },
+            "sinks": {"hook": {"type": "http", "url": target.url}},
+            "routes": [{"name": "all", "sinks": ["hook"]}],
+            # Commit rarely, so the restart re-reads many records dedup has to catch.
+            "commit_interval_ms": 60_000,
+            "concurrency": {"max_parallel": PARALLEL},
+        },
+    )
     ids = [f"e{i}" for i in range(N)]
     await produce(kafka_bootstrap, raw, [(meta(i, f"k{n % 50}"), b"{}") for n, i in enumerate(ids)])
 
@@ -52,8 +61,11 @@ async def test_sigkill_mid_stream_then_restart_loses_nothing(
 
             second.start()
             await second.wait_ready()
-            await wait_until(lambda: len({r[0] for r in target.received}) == N, 120,
-                             "every event delivered after the restart")
+            await wait_until(
+                lambda: len({r[0] for r in target.received}) == N,
+                120,
+                "every event delivered after the restart",
+            )
 
             async def settled() -> bool:
                 return await second.metric("webhookgw_consumer_in_flight") == 0

@@ -27,12 +27,18 @@ async def _run(
     bootstrap: str, raw: str, dlq: str, tmp_path: Path, parallel: int
 ) -> tuple[float, TargetServer]:
     target = TargetServer(delay=0.02).start()
-    config = write_config(tmp_path / f"c{parallel}.yaml", bootstrap, {
-        "group": f"g-{uuid.uuid4().hex[:8]}", "topics": [raw], "dlq_topic": dlq,
-        "sinks": {"slow": {"type": "http", "url": target.url}},
-        "routes": [{"name": "all", "sinks": ["slow"]}],
-        "concurrency": {"max_parallel": parallel},
-    })
+    config = write_config(
+        tmp_path / f"c{parallel}.yaml",
+        bootstrap,
+        {
+            "group": f"g-{uuid.uuid4().hex[:8]}",
+            "topics": [raw],
+            "dlq_topic": dlq,
+            "sinks": {"slow": {"type": "http", "url": target.url}},
+            "routes": [{"name": "all", "sinks": ["slow"]}],
+            "concurrency": {"max_parallel": parallel},
+        },
+    )
     proc = ConsumerProcess(config, tmp_path / f"consumer{parallel}.log").start()
     try:
         with consumers_running(proc):
@@ -40,8 +46,9 @@ async def _run(
             # Timed from the first delivery: start-up and group join are not throughput.
             await wait_until(lambda: target.received, 60, "the first delivery", interval=0.005)
             started = time.monotonic()
-            await wait_until(lambda: len(target.received) >= N, 120, f"{N} deliveries",
-                             interval=0.01)
+            await wait_until(
+                lambda: len(target.received) >= N, 120, f"{N} deliveries", interval=0.01
+            )
             elapsed = time.monotonic() - started
             assert proc.terminate() == 0
     finally:

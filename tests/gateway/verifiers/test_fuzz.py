@@ -23,8 +23,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from gateway.verifiers import ENTRY_POINT_GROUP, VerificationError, Verified, Verifier
-from gateway.verifiers import generic, github, shopify, standard, stripe
+from gateway.verifiers import (
+    ENTRY_POINT_GROUP,
+    VerificationError,
+    Verified,
+    Verifier,
+    generic,
+    github,
+    shopify,
+    standard,
+    stripe,
+)
 from tests.gateway.verifiers._helpers import make_request
 
 REASONS = {"missing", "malformed", "mismatch", "expired", "future", "claims"}
@@ -92,7 +101,22 @@ def _b64url(data: bytes) -> str:
 
 # Characters that break naive parsing and encoding, drawn often; plus any code point,
 # surrogates and astral ones included (ASGI gives latin-1, a verifier must not rely on it).
-NASTY = ["\ud800", "\udfff", "\x00", "\xff", "é", "€", "𝟘", "١", "\n", " ", ",", "=", ".", "-"]
+NASTY = [
+    "\ud800",
+    "\udfff",
+    "\x00",
+    "\xff",
+    "é",
+    "€",
+    "\U0001d7d8",
+    "\u0661",
+    "\n",
+    " ",
+    ",",
+    "=",
+    ".",
+    "-",
+]
 any_text = st.text(st.sampled_from(NASTY) | st.characters(exclude_categories=()), max_size=80)
 nasty_text = st.text(st.sampled_from([*NASTY, "a", "0"]), min_size=1, max_size=12)
 latin1_text = st.text(st.characters(max_codepoint=0xFF), max_size=80)
@@ -143,9 +167,11 @@ def check(name: str, verifier: Verifier, headers: dict[str, str], body: bytes) -
     try:
         result = verifier.verify(request)
     except VerificationError as exc:
-        assert exc.reason in REASONS
+        reason = exc.reason
     else:
         assert isinstance(result, Verified)
+        return
+    assert reason in REASONS
 
 
 def test_every_built_in_is_registered() -> None:

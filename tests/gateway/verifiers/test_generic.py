@@ -9,7 +9,6 @@ Slack's worked example, a timestamped scheme over ``v0:{timestamp}:{body}``
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from typing import Any
 
@@ -73,7 +72,9 @@ def test_sign_reproduces_slack_vector() -> None:
 
 def test_github_vector_as_generic_config() -> None:
     headers = {
-        "X-Hub-Signature-256": "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        "X-Hub-Signature-256": (
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        ),
         "X-GitHub-Delivery": "d-42",
     }
     result = verifier(GITHUB, "It's a Secret to Everybody").verify(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -33,9 +34,13 @@ class GitLabTokenConfig(BaseModel):
 class GitLabTokenVerifier:
     """Accepts a request whose token header equals one of the configured secrets."""
 
-    Config = GitLabTokenConfig
+    Config: ClassVar[type[BaseModel]] = GitLabTokenConfig
 
-    def __init__(self, config: GitLabTokenConfig, secrets: Sequence[SecretStr]) -> None:
+    # `config` is typed as the Protocol has it; the gateway always passes an instance of
+    # `Config`, validated from the source's options.
+    def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
+        if not isinstance(config, GitLabTokenConfig):
+            raise TypeError(f"expected GitLabTokenConfig, got {type(config).__name__}")
         tokens = [s.get_secret_value().encode() for s in secrets]
         if not tokens or not all(tokens):
             # Raised at startup; the gateway reports it as a config error for this source.
