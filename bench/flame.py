@@ -22,7 +22,6 @@ from bench.procs import BenchError
 if TYPE_CHECKING:
     from bench.ingress import IngressPlan
 
-SVG_NAME = "bench-flamegraph-gateway.svg"
 _MAX_DOCS_SVG = 1024 * 1024
 _TRUNK = 0.85
 _LINE = re.compile(r"^(.*) (\d+)$")
@@ -99,6 +98,7 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
 
 
 def record(
+    name: str,
     pid: int,
     url: str,
     requests_file: Path,
@@ -116,8 +116,8 @@ def record(
             kwargs={"connections": conns, "duration": seconds + 1},
         )
 
-    svg = workdir / SVG_NAME
-    raw = workdir / "profile-gateway.collapsed.txt"
+    svg = workdir / f"bench-flamegraph-{name}.svg"
+    raw = workdir / f"profile-{name}.collapsed.txt"
     _record(pid, seconds, "flamegraph", svg, load())
     _record(pid, seconds, "raw", raw, load())
     result: dict[str, Any] = {
@@ -128,6 +128,6 @@ def record(
     }
     if docs_dir is not None and svg.stat().st_size <= _MAX_DOCS_SVG:
         docs_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(svg, docs_dir / SVG_NAME)
-        result["svg"] = str(docs_dir / SVG_NAME)
+        shutil.copyfile(svg, docs_dir / svg.name)
+        result["svg"] = str(docs_dir / svg.name)
     return result

@@ -365,12 +365,13 @@ def _run(
                         f"{sample.accepted_per_s:,.0f} accepted/s, p99 {sample.p99_ms:.1f} ms, "
                         f"rejected {sample.rejected}"
                     )
-        gateway = next((t for t in targets if t.name == "gateway-hmac"), None)
-        if plan.profile_seconds > 0 and gateway is not None:
-            try:
-                results.profile = profile(gateway, plan, workdir, docs_dir)
-            except BenchError as exc:
-                results.errors.append(f"profile: {exc}")
+        for t in targets:
+            if plan.profile_seconds > 0 and t.name.startswith("gateway-"):
+                _log(f"profiling {t.name} with py-spy")
+                try:
+                    results.profile[t.name] = profile(t, plan, workdir, docs_dir)
+                except BenchError as exc:
+                    results.errors.append(f"profile of {t.name}: {exc}")
     results.summaries = summarise(results.samples)
     if plan.workers:
         _workers(plan, workdir, configs["hmac"], files["hmac"], results)
@@ -407,9 +408,15 @@ def profile(
     target: Target, plan: IngressPlan, workdir: Path, docs_dir: Path | None
 ) -> dict[str, Any]:
     """py-spy the gateway under load at the workers' concurrency: a flame graph (SVG)
-    and the collapsed stacks, summarised as the functions with the most own time."""
+    and the collapsed stacks, summarised as the functions with the most CPU samples."""
     from bench import flame
 
     return flame.record(
-        target.process.pid, target.url, target.requests_file, plan, workdir, docs_dir
+        target.name,
+        target.process.pid,
+        target.url,
+        target.requests_file,
+        plan,
+        workdir,
+        docs_dir,
     )

@@ -149,12 +149,11 @@ def ingress_tables(r: IngressResults) -> list[str]:
             )
         if r.workers_note:
             lines += ["", f"Note: {r.workers_note}"]
-    if r.profile:
-        p = r.profile
+    for name, p in r.profile.items():
         lines += [
             "",
-            f"### Where the gateway's CPU goes (py-spy, HMAC mode, {p['connections']} "
-            f"connections, {p['samples']} samples)",
+            f"### Where {name}'s CPU goes (py-spy, {p['connections']} connections, "
+            f"{p['samples']} samples)",
             "",
         ]
         lines += _table(

@@ -7,15 +7,13 @@ sink's own keys are validated by the sink's ``Config`` model when the sinks are 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-import yaml
 from pydantic import Field, SecretStr, model_validator
 
-from webhook_common.config import KafkaSettings, StrictModel, interpolate, validate
+from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
 from webhook_common.errors import ConfigError
 
 
@@ -153,37 +151,11 @@ def settings_from_mapping(data: Mapping[str, Any], *, source: str = "config") ->
 _SECTIONS = ("kafka", "consumers")
 
 
-def _read_yaml(p: Path) -> dict[str, Any]:
-    # webhook_common.config.load_file interpolates every section; see load_settings.
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(p)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(p)!r} cannot be read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {str(p)!r}: <root>: got a {type(data).__name__}: expected a mapping"
-        )
-    return data
-
-
 def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the consumer sections of a config file.
 
     Only ``kafka`` and ``consumers`` are interpolated: the gateway's sections may name
     variables (its verifier secrets) that a consumer's environment rightly lacks.
     """
-    raw = _read_yaml(Path(path))
-    env = os.environ if env is None else env
-    ours = {k: interpolate(raw[k], env, (k,)) for k in _SECTIONS if k in raw}
+    ours = load_file(path, env, sections=_SECTIONS)
     return settings_from_mapping(ours, source=str(path))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from gateway import config as gwconfig
+from gateway import send as send_command
 from gateway.sources import build_sources
 from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.errors import ConfigError, WebhookGatewayError
@@ -25,6 +26,7 @@ examples:
   python -m gateway check-config deploy/config/quickstart.yaml
   python -m gateway topics create --config deploy/config/quickstart.yaml
   python -m gateway serve --config deploy/config/quickstart.yaml --port 8080 --admin-port 8081
+  python -m gateway send --config deploy/config/quickstart.yaml --source crystallize --example order
 """
 
 
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
     create.set_defaults(func=cmd_topics_create)
+
+    send_command.add_parser(sub)
     return parser
 
 

@@ -7,7 +7,8 @@ source paths straight to it and everything else (``/docs``, ``/openapi.json``, 4
 to a FastAPI app, whose OpenAPI document describes the webhook paths by hand.
 
 Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 405
-method, 503 overloaded, 413 declared or streamed body over the limit, 401
+method, 429 over the source's rate limit, 503 overloaded (checked first of all), 413
+declared or streamed body over the limit, 408 body too slow, 401
 verification, 400 body that must be JSON and is not, 503 Kafka did not acknowledge
 in time; else 202 with the event id.
 """
@@ -128,6 +129,7 @@ class Ingress:
         self._ack_timeout = settings.producer.ack_timeout_seconds
         self._max_in_flight = settings.max_in_flight
         self._retry_after = settings.retry_after_seconds
+        self._body_timeout = settings.http.body_timeout_seconds
         # Label children resolved once: `.labels()` is a dict lookup plus a lock.
         self._requests: dict[tuple[str, int], Any] = {}
         self._duration = {s.name: metrics.request_duration.labels(s.name) for s in self.sources}
@@ -198,6 +200,12 @@ class Ingress:
         method: str = scope["method"]
         if method not in source.methods:
             return await self._fail(send, scope, problem.method_not_allowed(method, source.methods))
+        if source.rate_limit is not None:
+            wait = source.rate_limit.take()
+            if wait:
+                self.metrics.rate_limited.labels(source.name).inc()
+                retry_after = source.rate_limit.retry_after(wait)
+                return await self._fail(send, scope, problem.too_many_requests(retry_after))
 
         headers: dict[str, str] = {}
         for raw_name, raw_value in scope["headers"]:
@@ -211,11 +219,18 @@ class Ingress:
             drained = int(declared) <= DRAIN_BYTES and await _drain(receive, DRAIN_BYTES)
             return await self._fail(send, scope, problem.too_large(limit, close=not drained))
 
-        # Read the body in the chunks the server hands us; stop at the limit.
+        # Read the body in the chunks the server hands us; stop at the limit, and give
+        # up on a sender too slow to finish within the body timeout.
         chunks: list[bytes] = []
         size = 0
+        body_deadline = asyncio.get_running_loop().time() + self._body_timeout
         while True:
-            message = await receive()
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                self.metrics.body_timeouts.labels(source.name).inc()
+                return await self._fail(send, scope, problem.body_timeout(self._body_timeout))
             if message["type"] == "http.disconnect":
                 return CLIENT_CLOSED
             chunk: bytes = message.get("body", b"")
@@ -402,7 +417,9 @@ _ERRORS = {
     "400": "Body is not JSON (sources with `require_json`)",
     "401": "Signature missing, invalid or expired",
     "405": "Method not allowed for this source (see the `Allow` header)",
+    "408": "Body not received within the body timeout",
     "413": "Body over the source's limit",
+    "429": "Over the source's rate limit (see `Retry-After`)",
     "503": "Kafka did not acknowledge in time, or too many requests in progress "
     "(see `Retry-After`)",
 }
@@ -425,6 +442,8 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
         }
     }
     for status, description in _ERRORS.items():
+        if status == "429" and source.rate_limit is None:
+            continue
         responses[status] = {
             "description": description,
             "content": {"application/problem+json": {"schema": problem_ref}},

@@ -106,10 +106,28 @@ class ProducerSettings(StrictModel):
         return value
 
 
+class HttpLimits(StrictModel):
+    """``gateway.http``: limits of the webhook port's HTTP server, against slow or
+    abusive clients (values and reasons in ``docs/reliability.md``)."""
+
+    # Whole request head (request line and headers) must arrive within this, or the
+    # connection is closed: uvicorn alone waits forever for a slow sender of headers.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # The body must arrive within this once the head is in, else 408.
+    body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    # An idle keep-alive connection is closed after this.
+    keep_alive_seconds: float = Field(default=5.0, gt=0, le=600)
+    # Largest request head accepted (bytes); bigger ones are refused before the app runs.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    # More open connections than this: uvicorn answers 503 at once.
+    max_connections: int = Field(default=4096, ge=1, le=1_000_000)
+
+
 class GatewaySettings(StrictModel):
     """``gateway``: process-wide ingress settings."""
 
     producer: ProducerSettings = ProducerSettings()
+    http: HttpLimits = HttpLimits()
     max_in_flight: int = Field(default=1000, ge=1, le=1_000_000)
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
@@ -156,6 +174,13 @@ class KeyRules(StrictModel):
         return value
 
 
+class RateLimit(StrictModel):
+    """``sources[i].rate_limit``: a token bucket; over it, 429 with ``Retry-After``."""
+
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(default=1, ge=1, le=1_000_000)
+
+
 class SourceConfig(StrictModel):
     """One entry of ``sources``: a provider endpoint."""
 
@@ -170,6 +195,7 @@ class SourceConfig(StrictModel):
     topic: str = Field(default="webhooks.raw", pattern=_TOPIC_NAME)
     public_url: str | None = None
     forward_headers: list[str] | None = None
+    rate_limit: RateLimit | None = None
 
     @field_validator("public_url")
     @classmethod
@@ -286,4 +312,5 @@ def parse(data: Mapping[str, Any], *, source: str = "config") -> IngressConfig:
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> IngressConfig:
     """Read, interpolate and validate a config file. Raises :class:`ConfigError`."""
-    return parse(load_file(path, env), source=f"config file {str(path)!r}")
+    data = load_file(path, env, sections=("kafka", "topics", "gateway", "sources"))
+    return parse(data, source=f"config file {str(path)!r}")

@@ -69,6 +69,25 @@ class IngressMetrics:
             ["source"],
             registry=registry,
         )
+        self.rate_limited = Counter(
+            PREFIX + "rate_limited",
+            "Requests refused with 429 by the source's rate limit, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.body_timeouts = Counter(
+            PREFIX + "body_timeouts",
+            "Requests answered 408 because the body did not arrive in time, by source.",
+            ["source"],
+            registry=registry,
+        )
+        self.http_refused = Counter(
+            PREFIX + "http_refused",
+            "Connections refused by the HTTP limits before a request reached a source "
+            "(header_timeout, header_too_large, malformed, too_many_connections).",
+            ["reason"],
+            registry=registry,
+        )
         self.secret_matched = Counter(
             PREFIX + "secret_matched",
             "Verified requests by which configured secret matched (rotation progress).",

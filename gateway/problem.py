@@ -74,6 +74,25 @@ def too_large(limit: int, *, close: bool) -> Problem:
     )
 
 
+def too_many_requests(retry_after: int) -> Problem:
+    return Problem(
+        429,
+        "rate-limited",
+        "request rate over this source's limit; retry later",
+        ((b"retry-after", str(retry_after).encode()),),
+    )
+
+
+def body_timeout(seconds: float) -> Problem:
+    """The rest of the body never came; the connection cannot be reused."""
+    return Problem(
+        408,
+        "body-timeout",
+        f"request body not received within {seconds:g} s",
+        ((b"connection", b"close"),),
+    )
+
+
 def unavailable(detail: str, retry_after: int) -> Problem:
     return Problem(503, "unavailable", detail, ((b"retry-after", str(retry_after).encode()),))
 

@@ -20,6 +20,7 @@ import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -29,7 +30,8 @@ from starlette.types import ASGIApp
 
 from gateway import problem
 from gateway.app import Ingress, IngressState, create_app, problem_handlers
-from gateway.config import GatewaySettings, IngressConfig
+from gateway.config import GatewaySettings, HttpLimits, IngressConfig
+from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
 from gateway.producer import KafkaProducer, RecordProducer
 from gateway.sources import Source
@@ -102,7 +104,7 @@ class Listen:
     admin_port: int = 8081
 
 
-def _uvicorn(app: ASGIApp, grace: float) -> _Server:
+def _uvicorn(app: ASGIApp, grace: float, **options: Any) -> _Server:
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -110,8 +112,20 @@ def _uvicorn(app: ASGIApp, grace: float) -> _Server:
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=max(1, round(grace)),
+        **options,
     )
     return _Server(config)
+
+
+def _web_options(ingress: Ingress, limits: HttpLimits) -> dict[str, Any]:
+    """uvicorn settings of the webhook port: the slow/abusive client limits."""
+
+    def refused(reason: str, status: int) -> None:
+        ingress.metrics.http_refused.labels(reason).inc()
+        if status:
+            ingress.count("", status)
+
+    return {"http": guarded_protocol(limits, refused), **uvicorn_options(limits)}
 
 
 async def serve(
@@ -176,7 +190,11 @@ async def _run(
     flush: Callable[[], Awaitable[None]] | None,
 ) -> None:
     state = ingress.state
-    web = _uvicorn(create_app(ingress), settings.shutdown_grace_seconds)
+    web = _uvicorn(
+        create_app(ingress),
+        settings.shutdown_grace_seconds,
+        **_web_options(ingress, settings.http),
+    )
     admin = _uvicorn(admin_app, 5)
 
     loop = asyncio.get_running_loop()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.config import IngressConfig, SourceConfig
 from gateway.extract import KeyExtractor
+from gateway.ratelimit import TokenBucket
 from gateway.verifiers import Verifier
 from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.errors import ConfigError
@@ -24,6 +25,7 @@ class Source:
     topic: str
     public_url: str | None
     forward_headers: tuple[str, ...]
+    rate_limit: TokenBucket | None = None
 
 
 def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
@@ -49,6 +51,9 @@ def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
             tuple(sc.forward_headers)
             if sc.forward_headers is not None
             else defaults.forward_headers
+        ),
+        rate_limit=(
+            TokenBucket(sc.rate_limit.per_second, sc.rate_limit.burst) if sc.rate_limit else None
         ),
     )
 

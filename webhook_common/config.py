@@ -36,6 +36,10 @@ _VAR = re.compile(r"\$(\$)?\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 _SECRET_WORDS = ("secret", "password", "token", "credential", "private", "apikey", "api_key")
 REDACTED = "<redacted>"
 
+# Every top-level section of the shared file. Each process reads some of them; a key
+# outside this set is a typo that would otherwise be ignored by both.
+SECTIONS = ("kafka", "topics", "gateway", "sources", "consumers")
+
 
 def is_secret_key(path: Sequence[str | int]) -> bool:
     """Whether a value at this key path must not be shown (any segment names a secret)."""
@@ -81,8 +85,18 @@ def interpolate(data: Any, env: Mapping[str, str], path: tuple[str | int, ...] =
     return _VAR.sub(repl, data)
 
 
-def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Read, parse and interpolate a config file. Raises :class:`ConfigError`."""
+def load_file(
+    path: str | Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    sections: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Read, parse and interpolate a config file. Raises :class:`ConfigError`.
+
+    With ``sections``, only those top-level keys are kept and interpolated: the other
+    side's sections may name variables (a verifier secret, a database URL) that this
+    process's environment rightly lacks.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -103,6 +117,14 @@ def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> dict[st
         raise ConfigError(
             f"config file {str(p)!r}: <root>: got a {type(data).__name__}: expected a mapping"
         )
+    unknown = [str(k) for k in data if k not in SECTIONS]
+    if unknown:
+        raise ConfigError(
+            f"config file {str(p)!r}: {unknown[0]}: no such section: expected one of "
+            + ", ".join(SECTIONS)
+        )
+    if sections is not None:
+        data = {k: v for k, v in data.items() if k in sections}
     result: dict[str, Any] = interpolate(data, os.environ if env is None else env)
     return result
 

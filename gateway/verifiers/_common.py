@@ -56,7 +56,9 @@ def own_config(config: BaseModel, model: type[C]) -> C:
     """Narrow the ``config`` the Protocol passes as any ``BaseModel`` to this verifier's own
     model (the registry always builds it from ``cls.Config``; anything else is a bug)."""
     if not isinstance(config, model):
-        raise ConfigError(f"verifier config: got a {type(config).__name__}: expected {model.__name__}")
+        raise ConfigError(
+            f"verifier config: got a {type(config).__name__}: expected {model.__name__}"
+        )
     return config
 
 

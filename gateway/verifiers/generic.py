@@ -29,7 +29,6 @@ from pydantic_core import PydanticCustomError
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
-    own_config,
     Algorithm,
     Clock,
     Encoding,
@@ -40,6 +39,7 @@ from gateway.verifiers._common import (
     hmac_digest,
     match_secret,
     optional_header,
+    own_config,
     parse_unix_seconds,
     required_header,
     utf8_secrets,
@@ -168,7 +168,7 @@ class GenericHmacVerifier:
 def sign(
     body: bytes,
     secret: str,
-    config: BaseModel,
+    config: GenericHmacConfig,
     *,
     timestamp: int | None = None,
 ) -> dict[str, str]:

@@ -18,12 +18,12 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
-    own_config,
     decode_digest,
     fail,
     hmac_digest,
     match_secret,
     optional_header,
+    own_config,
     required_header,
     utf8_secrets,
 )

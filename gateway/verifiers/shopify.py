@@ -18,11 +18,11 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
-    own_config,
     decode_digest,
     hmac_digest,
     match_secret,
     optional_header,
+    own_config,
     required_header,
     utf8_secrets,
 )

@@ -28,7 +28,6 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
-    own_config,
     Clock,
     TimestampedConfig,
     check_window,
@@ -37,6 +36,7 @@ from gateway.verifiers._common import (
     hmac_digest,
     json_fields,
     match_secret,
+    own_config,
     parse_unix_seconds,
     required_header,
     wire_bytes,

@@ -17,7 +17,6 @@ from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Verified, WebhookRequest
 from gateway.verifiers._common import (
-    own_config,
     Clock,
     TimestampedConfig,
     check_window,
@@ -26,6 +25,7 @@ from gateway.verifiers._common import (
     hmac_digest,
     json_fields,
     match_secret,
+    own_config,
     parse_unix_seconds,
     required_header,
     utf8_secrets,

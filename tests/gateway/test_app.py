@@ -373,7 +373,7 @@ async def test_openapi_documents_webhook_paths() -> None:
     assert set(paths["/webhooks/shop"]) == {"get", "post"}
     assert set(paths["/webhooks/shop/{event_type}"]) == {"get", "post"}
     post = paths["/webhooks/shop"]["post"]
-    assert set(post["responses"]) == {"202", "400", "401", "405", "413", "503"}
+    assert set(post["responses"]) == {"202", "400", "401", "405", "408", "413", "503"}
     assert "Problem" in r.json()["components"]["schemas"]
     assert docs.status_code == 200
 

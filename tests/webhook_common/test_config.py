@@ -114,3 +114,19 @@ def test_client_kwargs_expose_password_only_to_the_client() -> None:
 def test_format_path() -> None:
     assert format_path(["sources", 0, "verifier", "mode"]) == "sources[0].verifier.mode"
     assert format_path([]) == "<root>"
+
+
+def test_sections_limit_interpolation_to_what_a_process_reads(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka: {client_id: '${CID}'}\nsources:\n  - secrets: ['${ONLY_GATEWAY_HAS}']\n")
+    data = load_file(cfg, env={"CID": "c1"}, sections=("kafka", "consumers"))
+    assert data == {"kafka": {"client_id": "c1"}}
+    with pytest.raises(ConfigError, match="ONLY_GATEWAY_HAS"):
+        load_file(cfg, env={"CID": "c1"})
+
+
+def test_unknown_top_level_section_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("kafka: {}\nsoruces: []\n")
+    with pytest.raises(ConfigError, match="soruces: no such section: expected one of kafka"):
+        load_file(cfg, env={})

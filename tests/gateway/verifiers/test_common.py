@@ -13,14 +13,18 @@ from hypothesis import strategies as st
 from gateway.verifiers import VerificationError
 from gateway.verifiers._common import (
     MAX_SIGNATURES,
+    TimestampedConfig,
     check_window,
     decode_digest,
     json_fields,
     match_secret,
+    own_config,
     parse_unix_seconds,
     required_header,
     wire_bytes,
 )
+from gateway.verifiers.github import GitHubConfig
+from webhook_common.errors import ConfigError
 
 
 def reason_of(exc: pytest.ExceptionInfo[VerificationError]) -> str:
@@ -143,3 +147,10 @@ def test_wire_bytes_recovers_latin1_decoded_header_bytes() -> None:
 )
 def test_json_fields_never_raise(body: bytes, expected: tuple[str | None, ...]) -> None:
     assert json_fields(body, "id", "type") == expected
+
+
+def test_own_config_narrows_or_refuses() -> None:
+    config = TimestampedConfig()
+    assert own_config(config, TimestampedConfig) is config
+    with pytest.raises(ConfigError, match="expected TimestampedConfig"):
+        own_config(GitHubConfig(), TimestampedConfig)

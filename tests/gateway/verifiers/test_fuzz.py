@@ -34,6 +34,7 @@ from gateway.verifiers import (
     standard,
     stripe,
 )
+from gateway.verifiers.none import NoVerifier
 from tests.gateway.verifiers._helpers import make_request
 
 REASONS = {"missing", "malformed", "mismatch", "expired", "future", "claims"}
@@ -64,6 +65,17 @@ SIGNERS: dict[str, Callable[[bytes], dict[str, str]]] = {
     "generic-hmac": lambda b: generic.sign(
         b, PLAIN_SECRET, generic.GenericHmacConfig.model_validate(GENERIC_OPTIONS)
     ),
+}
+
+# Typed as the Protocol: mypy checks each class conforms statically, the test below that
+# the entry points in pyproject.toml resolve to them.
+BUILT_INS: dict[str, type[Verifier]] = {
+    "standard-webhooks": standard.StandardWebhooksVerifier,
+    "stripe": stripe.StripeVerifier,
+    "github": github.GitHubVerifier,
+    "shopify": shopify.ShopifyVerifier,
+    "generic-hmac": generic.GenericHmacVerifier,
+    "none": NoVerifier,
 }
 
 KNOWN_HEADERS = [
@@ -175,8 +187,10 @@ def check(name: str, verifier: Verifier, headers: dict[str, str], body: bytes) -
 
 
 def test_every_built_in_is_registered() -> None:
-    names = {ep.name for ep in _registered()}
-    assert names >= {*SIGNERS, "none", "crystallize"}
+    registered = {ep.name: ep for ep in _registered()}
+    assert set(registered) >= {*BUILT_INS, "crystallize"}
+    for name, cls in BUILT_INS.items():
+        assert registered[name].load() is cls
 
 
 @pytest.mark.parametrize("ep", _registered(), ids=lambda ep: ep.name)

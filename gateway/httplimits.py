@@ -1,0 +1,149 @@
+"""Limits on the webhook port's connections that uvicorn itself lacks.
+
+uvicorn (httptools) waits forever for a request head: a client that connects and
+sends nothing, or drips its headers a byte at a time ("slowloris"), holds a
+connection open indefinitely, and the size of a head is not bounded either. This
+protocol adds, per connection:
+
+* a deadline for the whole request head (``header_timeout_seconds``), answered 408;
+* a bound on the head's size (``max_header_bytes``), answered 431;
+* a bound on open connections (``max_connections``): extra ones are closed at once,
+  before anything is read.
+
+The answers are RFC 9457 problem details with ``Connection: close``; each refusal is
+counted (``webhookgw_ingress_http_refused{reason}``). Body deadlines are the
+handler's (:mod:`gateway.app`), because the body is read by the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway import problem
+from gateway.config import HttpLimits
+
+Refused = Callable[[str, int], None]  # (reason label, HTTP status or 0)
+
+
+def _response(p: problem.Problem) -> bytes:
+    body = p.body("")
+    head = [
+        f"HTTP/1.1 {p.status} {p.title}".encode(),
+        b"content-type: " + problem.CONTENT_TYPE,
+        b"content-length: " + str(len(body)).encode(),
+        b"connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsProtocol]:
+    """An ``HttpToolsProtocol`` subclass enforcing ``limits`` (uvicorn's ``http=``)."""
+    timeout = limits.header_timeout_seconds
+    max_head = limits.max_header_bytes
+    max_connections = limits.max_connections
+
+    class GuardedProtocol(HttpToolsProtocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _refused = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                on_refused("too_many_connections", 0)
+                self._refused = True
+                transport.abort()
+                return
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _refuse(self, p: problem.Problem, reason: str) -> None:
+            self._disarm()
+            if self._refused or self.transport.is_closing():
+                return
+            self._refused = True
+            on_refused(reason, p.status)
+            self.transport.write(_response(p))
+            self.transport.close()
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            self._refuse(
+                problem.Problem(
+                    408, "header-timeout", f"request head not received within {timeout:g} s"
+                ),
+                "header_timeout",
+            )
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            super().data_received(data)
+
+        def send_400_response(self, msg: str) -> None:
+            if self._refused:  # the head was refused already (431); nothing more to say
+                return
+            on_refused("malformed", 400)
+            self._refused = True
+            self._disarm()
+            p = problem.Problem(400, "malformed-request", "the request is not valid HTTP/1.1")
+            self.transport.write(_response(p))
+            self.transport.close()
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > max_head:
+                self._refuse(
+                    problem.Problem(
+                        431,
+                        "header-too-large",
+                        f"request head exceeds the limit of {max_head} bytes",
+                    ),
+                    "header_too_large",
+                )
+                # httptools turns this into HttpParserCallbackError: parsing stops here.
+                raise _HeadTooLarge
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+    return GuardedProtocol
+
+
+def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
+    """The uvicorn.Config settings that come straight from ``limits``."""
+    return {"timeout_keep_alive": limits.keep_alive_seconds}

@@ -1,0 +1,495 @@
+"""``python -m gateway send``: a webhook simulator that signs like the provider does.
+
+It reads the same config file as the gateway, picks one source, and signs each request
+with that source's verifier scheme and its configured secret, so what it sends passes
+(or, with a wrong secret, fails) exactly as a real delivery would:
+
+* ``crystallize`` — an HS256 JWT over ``{url, method, body}`` (``--mode jwt``) or the
+  hex HMAC of the body (``--mode hmac``); the verifier's tenant, issuer and audience;
+* ``standard-webhooks``, ``stripe``, ``github``, ``shopify``, ``generic-hmac`` — their
+  headers, with a fresh delivery id per request where the scheme carries one;
+* ``none`` — no signature.
+
+Every request is signed when it is sent (timestamps and JWT expiry are current), and
+the URL that is signed is the one the gateway reconstructs: ``public_url`` when the
+source has one, else the request URL. Output: one line per request (status, event id,
+latency) and, for ``--repeat``, a summary. Exit status 0 when every answer was 2xx,
+1 otherwise, 2 for a wrong command line or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import httpx
+from pydantic import BaseModel
+
+from gateway import config as gwconfig
+from gateway import examples
+from gateway.sources import build_sources
+from gateway.verifiers.registry import VerifierRegistry
+from webhook_common.errors import ConfigError
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+# Types this command can sign for; a plugin verifier needs its own tooling.
+SIGNABLE = ("crystallize", "standard-webhooks", "stripe", "github", "shopify", "generic-hmac")
+
+EPILOG = """\
+examples:
+  # the example order, signed as Crystallize does (JWT), to the local gateway
+  python -m gateway send --config deploy/config/quickstart.yaml --source crystallize --example order
+  # a body from a file, signed with the older body-HMAC scheme
+  python -m gateway send --config deploy/config/quickstart.yaml --source crystallize \\
+      --file order.json --mode hmac
+  # from stdin, to another port, 200 times with 20 requests in flight, summary only
+  cat order.json | python -m gateway send --config prod.yaml --source crystallize --file - \\
+      --url http://127.0.0.1:9000 --repeat 200 --concurrency 20 --quiet
+  # a GitHub delivery with its event name
+  python -m gateway send --config github.yaml --source gh --file push.json --event-type push
+
+Secrets come from the config file (and so from the environment it interpolates), the
+same ones the gateway verifies with. Examples: """ + ", ".join(examples.names())
+
+
+# -- signing --------------------------------------------------------------------------
+
+Signer = Callable[[str, str, bytes], dict[str, str]]  # (method, signed url, body) -> headers
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What one run sends: where, how signed, and what."""
+
+    url: httpx.URL
+    signed_url: str
+    method: str
+    body: bytes
+    headers: Mapping[str, str]
+    signer: Signer
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def make_signer(
+    verifier_type: str,
+    config: BaseModel,
+    secret: str,
+    *,
+    mode: str | None = None,
+    event_type: str | None = None,
+) -> Signer:
+    """A function giving the signature headers of one request for this verifier.
+
+    ``config`` is the verifier's validated ``Config`` model. Raises :class:`ConfigError`
+    when the scheme cannot be signed as asked.
+    """
+    if verifier_type == "crystallize":
+        from gateway.verifiers import crystallize
+
+        assert isinstance(config, crystallize.CrystallizeConfig)
+        chosen = mode or ("jwt" if config.mode == "auto" else config.mode)
+        if config.mode != "auto" and chosen != config.mode:
+            raise ConfigError(
+                f"--mode {chosen}: this source's verifier accepts only {config.mode} "
+                "signatures (verifier.mode)"
+            )
+        if chosen == "hmac":
+            return lambda method, url, body: {
+                crystallize.HEADER: crystallize.sign_hmac(secret, body)
+            }
+        tenant = config.tenant_identifier or "example-tenant"
+
+        def jwt_headers(method: str, url: str, body: bytes) -> dict[str, str]:
+            token = crystallize.sign_jwt(
+                secret,
+                url,
+                method,
+                body,
+                tenant_identifier=tenant,
+                issuer=config.issuer,
+                audience=config.audience,
+            )
+            return {crystallize.HEADER: token}
+
+        return jwt_headers
+    if mode is not None:
+        raise ConfigError(f"--mode: only for crystallize sources, not {verifier_type}")
+    if verifier_type == "standard-webhooks":
+        from gateway.verifiers import standard
+
+        return lambda method, url, body: standard.sign(
+            body, secret, msg_id=f"msg_{uuid.uuid4().hex}"
+        )
+    if verifier_type == "stripe":
+        from gateway.verifiers import stripe
+
+        return lambda method, url, body: stripe.sign(body, secret)
+    if verifier_type == "github":
+        from gateway.verifiers import github
+
+        return lambda method, url, body: github.sign(
+            body, secret, delivery=_new_id(), event=event_type
+        )
+    if verifier_type == "shopify":
+        from gateway.verifiers import shopify
+
+        return lambda method, url, body: shopify.sign(
+            body, secret, webhook_id=_new_id(), topic=event_type
+        )
+    if verifier_type == "generic-hmac":
+        from gateway.verifiers import generic
+
+        assert isinstance(config, generic.GenericHmacConfig)
+        cfg = config
+
+        def generic_headers(method: str, url: str, body: bytes) -> dict[str, str]:
+            headers = generic.sign(body, secret, cfg)
+            if cfg.id_header is not None:
+                headers[cfg.id_header] = _new_id()
+            if cfg.type_header is not None and event_type is not None:
+                headers[cfg.type_header] = event_type
+            return headers
+
+        return generic_headers
+    if verifier_type == "none":
+        return lambda method, url, body: {}
+    raise ConfigError(
+        f"cannot sign for verifier type {verifier_type!r}: send signs for "
+        f"{', '.join(SIGNABLE)} and none"
+    )
+
+
+def _type_in_header(verifier_type: str, config: BaseModel) -> bool:
+    """Whether ``--event-type`` travels in a header (else as the path's last segment)."""
+    if verifier_type in ("github", "shopify"):
+        return True
+    return verifier_type == "generic-hmac" and getattr(config, "type_header", None) is not None
+
+
+# -- building a target from the command line -------------------------------------------
+
+
+def _read_body(args: argparse.Namespace, stdin: TextIO) -> bytes:
+    if args.example is not None:
+        return examples.body(args.example)
+    if args.file is None:
+        return b""
+    if args.file == "-":
+        return stdin.buffer.read()
+    try:
+        with open(args.file, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"--file {args.file!r}: {exc.strerror or exc}") from None
+
+
+def _parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError(f"--header {text!r}: expected 'Name: value'")
+    return name.strip().lower(), value.strip()
+
+
+def _request_url(base: str | None, route_path: str, segment: str | None) -> httpx.URL:
+    text = base or DEFAULT_BASE_URL
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"--url {text!r}: not a URL ({exc})") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"--url {text!r}: expected an http(s) URL such as {DEFAULT_BASE_URL}")
+    path = url.path
+    if path in ("", "/"):
+        path = route_path  # a bare origin: the source's own path
+    if segment is not None:
+        path = path.rstrip("/") + "/" + segment
+    return url.copy_with(path=path)
+
+
+def _signed_url(url: httpx.URL, public_url: str | None, route_path: str) -> str:
+    """The URL as the gateway reconstructs it for the verifier."""
+    if public_url is None:
+        return str(url)
+    path = url.path
+    rest = path[len(route_path) :] if path.startswith(route_path) else ""
+    query = url.query.decode("ascii")
+    return public_url + rest + (f"?{query}" if query else "")
+
+
+def build_target(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> Target:
+    """Validate the command line against the config and prepare what to send."""
+    cfg = gwconfig.load(args.config)
+    # The same validation as `serve`: a config the gateway would refuse is refused here.
+    sources = build_sources(cfg, VerifierRegistry())
+    by_name = {s.name: (i, s) for i, s in enumerate(sources)}
+    if args.source not in by_name:
+        raise ConfigError(
+            f"--source {args.source!r}: no such source in {args.config}; "
+            f"configured: {', '.join(by_name)}"
+        )
+    index, source = by_name[args.source]
+    sc = cfg.sources[index]
+    method = args.method.upper()
+    if method not in source.methods:
+        raise ConfigError(
+            f"--method {method}: source {source.name!r} accepts {', '.join(source.methods)}"
+        )
+    body = _read_body(args, stdin)
+    if method == "GET" and (args.file is not None or args.example is not None):
+        raise ConfigError(
+            "--method GET sends no body: drop --file/--example and put the data into "
+            "the --url query string (Crystallize sends the entity id as ?id=...)"
+        )
+    if method != "GET" and args.file is None and args.example is None:
+        raise ConfigError(f"--method {method}: expected a body: --file PATH, --file - or --example")
+
+    verifier_type = sc.verifier.type
+    verifier_cls = VerifierRegistry().load(verifier_type)
+    verifier_config = verifier_cls.Config.model_validate(sc.verifier.options())
+    if verifier_type != "none":
+        if not sc.secrets:
+            raise ConfigError(f"sources[{index}].secrets: source {sc.name!r} has no secret")
+        if not 0 <= args.secret_index < len(sc.secrets):
+            raise ConfigError(
+                f"--secret-index {args.secret_index}: source {sc.name!r} has "
+                f"{len(sc.secrets)} secret(s), indexes 0-{len(sc.secrets) - 1}"
+            )
+    secret = "" if verifier_type == "none" else sc.secrets[args.secret_index].get_secret_value()
+    in_header = _type_in_header(verifier_type, verifier_config)
+    signer = make_signer(
+        verifier_type,
+        verifier_config,
+        secret,
+        mode=args.mode,
+        event_type=args.event_type if in_header else None,
+    )
+    segment = args.event_type if args.event_type is not None and not in_header else None
+    url = _request_url(args.url, source.path, segment)
+
+    headers: dict[str, str] = {}
+    if body:
+        headers["content-type"] = "application/json"
+    for text in args.header or ():
+        name, value = _parse_header(text)
+        headers[name] = value
+    return Target(
+        url=url,
+        signed_url=_signed_url(url, source.public_url, source.path),
+        method=method,
+        body=body,
+        headers=headers,
+        signer=signer,
+    )
+
+
+# -- sending ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    number: int
+    status: int | None  # None: no HTTP answer (connection refused, timeout, ...)
+    detail: str  # event id on success, else the problem's detail or the error
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def line(self, total: int) -> str:
+        prefix = f"[{self.number}/{total}] " if total > 1 else ""
+        status = str(self.status) if self.status is not None else "error"
+        what = f"id={self.detail}" if self.ok else self.detail
+        return f"{prefix}{status}  {what}  {self.seconds * 1000:.1f} ms"
+
+
+def _describe_answer(response: httpx.Response) -> str:
+    try:
+        doc: Any = response.json()
+    except ValueError:
+        doc = None
+    if response.is_success:
+        event_id = doc.get("id") if isinstance(doc, dict) else None
+        if isinstance(event_id, str):
+            return event_id
+        return "(no id in the answer)"
+    if isinstance(doc, dict) and ("title" in doc or "detail" in doc):
+        title, detail = doc.get("title", ""), doc.get("detail", "")
+        return f"{title}: {detail}" if title and detail else str(title or detail)
+    return response.reason_phrase or "error"
+
+
+async def _send_one(client: httpx.AsyncClient, target: Target, number: int) -> Result:
+    headers = dict(target.headers)
+    headers.update(target.signer(target.method, target.signed_url, target.body))
+    started = time.perf_counter()
+    try:
+        response = await client.request(
+            target.method, target.url, content=target.body or None, headers=headers
+        )
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        return Result(
+            number, None, f"{type(exc).__name__}: {reason}", time.perf_counter() - started
+        )
+    elapsed = time.perf_counter() - started
+    return Result(number, response.status_code, _describe_answer(response), elapsed)
+
+
+async def send_all(
+    target: Target,
+    repeat: int,
+    concurrency: int,
+    request_timeout: float,
+    report: Callable[[Result], None],
+) -> list[Result]:
+    """Send ``repeat`` requests with at most ``concurrency`` in flight."""
+    results: list[Result] = []
+    numbers = iter(range(1, repeat + 1))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
+
+        async def worker() -> None:
+            for number in numbers:  # shared iterator: each number is taken once
+                result = await _send_one(client, target, number)
+                results.append(result)
+                report(result)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(concurrency, repeat)):
+                group.create_task(worker())
+    return results
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def summary(results: list[Result], wall_seconds: float) -> str:
+    statuses = Counter(str(r.status) if r.status is not None else "error" for r in results)
+    counts = ", ".join(f"{status} x{n}" for status, n in sorted(statuses.items()))
+    ms = sorted(r.seconds * 1000 for r in results)
+    rate = len(results) / wall_seconds if wall_seconds > 0 else 0.0
+    return (
+        f"sent {len(results)}: {counts}; latency ms p50 {percentile(ms, 0.5):.1f} "
+        f"p90 {percentile(ms, 0.9):.1f} p99 {percentile(ms, 0.99):.1f} max {ms[-1]:.1f}; "
+        f"{rate:.0f} req/s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    target = build_target(args)
+    total = args.repeat
+
+    def report(result: Result) -> None:
+        if not args.quiet:
+            print(result.line(total), flush=True)
+
+    started = time.perf_counter()
+    results = asyncio.run(send_all(target, total, args.concurrency, args.timeout, report))
+    wall = time.perf_counter() - started
+    if total > 1 or args.quiet:
+        print(summary(results, wall))
+    if all(r.status is None for r in results):
+        print(
+            f"error: no answer from {target.url} (is the gateway running? `make run` starts "
+            "one; --url points elsewhere)",
+            file=sys.stderr,
+        )
+    return 0 if all(r.ok for r in results) else 1
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 3600 seconds")
+    return value
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``send`` on the gateway's subcommands (``sub`` from ``add_subparsers``)."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        "send",
+        help="send a correctly signed test webhook to a running gateway",
+        description="Send a webhook signed with a configured source's verifier scheme "
+        "and secret; print status, event id and latency per request.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
+    parser.add_argument("--source", required=True, metavar="NAME", help="a source of the config")
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--file", metavar="PATH", help="the body, from a file ('-': from stdin)")
+    body.add_argument("--example", choices=examples.names(), help="a built-in sample body")
+    parser.add_argument(
+        "--method", default="POST", type=str.upper, choices=METHODS, help="default POST"
+    )
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help=f"where to send; a bare origin gets the source's path (default {DEFAULT_BASE_URL})",
+    )
+    parser.add_argument(
+        "--mode", choices=("jwt", "hmac"), help="crystallize: signature scheme (default jwt)"
+    )
+    parser.add_argument(
+        "--event-type",
+        metavar="TYPE",
+        help="github/shopify: the event header; others: appended to the path",
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        metavar="'NAME: VALUE'",
+        help="an extra request header (repeatable)",
+    )
+    parser.add_argument(
+        "--secret-index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="sign with the source's I-th secret (rotation tests; default 0)",
+    )
+    parser.add_argument("--repeat", type=_positive, default=1, metavar="N", help="default 1")
+    parser.add_argument(
+        "--concurrency", type=_positive, default=1, metavar="C", help="requests in flight"
+    )
+    parser.add_argument(
+        "--timeout", type=_seconds, default=10.0, metavar="S", help="per request (default 10)"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="only the summary, no line per request"
+    )
+    parser.set_defaults(func=run)
+    return parser
