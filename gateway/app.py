@@ -279,15 +279,19 @@ class Ingress:
                 return await self._fail(send, scope, problem.bad_request("body is not valid JSON"))
 
         query = dict(parse_qsl(request.query_string, keep_blank_values=True)[::-1])
-        event_id = verified.event_id or extract.event_id(source.name, method, raw_query, body)
+        event_id = extract.bounded(
+            verified.event_id or extract.event_id(source.name, method, raw_query, body)
+        )
         entity_id = source.keys.entity_id(doc, query)
-        if entity_id is None:
+        if entity_id is not None:
+            entity_id = extract.bounded(entity_id)
+        else:
             self.metrics.key_fallback.labels(source.name).inc()
             entity_id = event_id
         meta = EventMeta(
             id=event_id,
             source=source.name,
-            type=extract.event_type(verified.event_type, query, segment, doc),
+            type=extract.bounded(extract.event_type(verified.event_type, query, segment, doc)),
             time=format_time(received_at),
             subject=entity_id,
             content_type=headers.get("content-type") or DEFAULT_CONTENT_TYPE,

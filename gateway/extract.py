@@ -119,6 +119,29 @@ def event_type(
     return "unknown"
 
 
+MAX_ID_LENGTH = 256
+
+
+def bounded(value: str) -> str:
+    """``value`` itself when short, else ``sha256:<hex>`` of it.
+
+    Ids and types come from provider headers and bodies, and become the Kafka key,
+    record headers and file names downstream: a megabyte-long "id" must not. Hashing
+    (rather than cutting) keeps two long values distinct and a resent delivery equal.
+    A value that is not encodable as UTF-8 is hashed too: record keys and headers are
+    UTF-8.
+    """
+    if len(value) <= MAX_ID_LENGTH:
+        if value.isascii():
+            return value
+        try:
+            value.encode()
+            return value
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON) is no UTF-8
+            pass
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def _netstring(data: bytes) -> bytes:
     return b"%d:%b," % (len(data), data)
 

@@ -419,3 +419,23 @@ def test_problem_body_shape() -> None:
         "instance": "/x",
     }
     assert p.headers == ((b"allow", b"GET, POST"),)
+
+
+async def test_unencodable_or_huge_ids_are_hashed_not_a_500() -> None:
+    # A lone surrogate is valid JSON (orjson refuses it, the fallback parser accepts
+    # it) but not UTF-8; a 10 kB id is valid but no Kafka key. Both must still be 202.
+    app, _, producer, _ = build([shop(body_limit=20_000)])
+    bodies = [
+        b'{"order":{"get":{"id":"ord-\\ud800"}}}',
+        b'{"order":{"get":{"id":"' + b"x" * 10_000 + b'"}}}',
+    ]
+    async with client(app) as c:
+        for body in bodies:
+            r = await c.post(
+                "/webhooks/shop", content=body, headers={SIG_HEADER: sign(SECRET, body)}
+            )
+            assert r.status_code == 202, r.text
+    keys = [record.key for record in producer.records]
+    assert len(keys) == 2
+    assert all(key.startswith(b"sha256:") and len(key) == 71 for key in keys)
+    assert keys[0] != keys[1]

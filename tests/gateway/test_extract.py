@@ -118,3 +118,18 @@ def test_event_id_depends_on_every_field_and_boundaries() -> None:
     }
     assert base not in others
     assert len(others) == 5
+
+
+def test_bounded_keeps_short_values_and_hashes_long_ones() -> None:
+    from gateway.extract import MAX_ID_LENGTH, bounded
+
+    short = "x" * MAX_ID_LENGTH
+    assert bounded(short) == short
+    long_a, long_b = "a" * 10_000, "a" * 9_999 + "b"
+    assert bounded(long_a).startswith("sha256:")
+    assert len(bounded(long_a)) == len("sha256:") + 64
+    assert bounded(long_a) == bounded("a" * 10_000)
+    assert bounded(long_a) != bounded(long_b)
+    assert bounded("\ud800" * 300).startswith("sha256:")
+    assert bounded("id-\ud800").startswith("sha256:")
+    assert bounded("ordre-ø") == "ordre-ø"
