@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= deploy/config/quickstart.yaml
 export KAFKA_PORT ?= 9092
 
-.PHONY: help venv kafka-jars kafka-up kafka-down services-up services-down services-status \
+.PHONY: help venv tools kafka-jars kafka-up kafka-down services-up services-down services-status \
         lint fmt typecheck test test-unit run clean
 
 help:  ## list the targets
@@ -35,6 +35,10 @@ kafka-up:  ## start the local single-node Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT
 kafka-down:  ## stop the local Kafka; no JVM is left behind
 	deploy/local/kafka.sh down
 
+tools:  ## build/install the test tools: helm (Go module proxy), prometheus + promtool (Debian)
+	deploy/local/helm.sh install
+	deploy/local/prometheus.sh install
+
 services-up:  ## start Kafka, Redis and PostgreSQL on loopback (idempotent)
 	deploy/local/services.sh up
 
@@ -55,7 +59,7 @@ lint: $(STAMP)  ## ruff format check and lint
 typecheck: $(STAMP)  ## mypy --strict
 	$(VENV)/bin/mypy
 
-test: $(STAMP) services-up lint typecheck  ## everything: venv, jars, services, lint, types, all tests
+test: $(STAMP) tools services-up lint typecheck  ## everything: venv, jars, services, lint, types, all tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)  ## unit tests only (no services)

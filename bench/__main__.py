@@ -60,6 +60,8 @@ def consumer_plan(quick: bool, redis_url: str) -> consume.ConsumerPlan:
         e2e_rate=1000,
         e2e_seconds=10,
         redis_url=redis_url,
+        profile_seconds=8,
+        fsync_batch_case=True,
     )
 
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         changes["profile_seconds"] = 0
     plan = dataclasses.replace(plan, **changes)
     cplan = consumer_plan(args.quick, args.redis_url)
+    if args.no_profile:
+        cplan = dataclasses.replace(cplan, profile_seconds=0)
     docs_dir = args.docs_dir or (None if args.quick else REPO / "docs")
 
     out: Path = args.out

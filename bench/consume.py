@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bench import kafka
+from bench import flame, kafka
 from bench.ingress import check_accepts, gateway_config, gateway_target
 from bench.payload import signed_requests, write_wrk_requests
 from bench.procs import BenchError, Process, free_port, plugin_path, python
@@ -42,6 +42,8 @@ class ConsumerPlan:
     e2e_seconds: float
     redis_url: str
     timeout: float = 300.0
+    profile_seconds: float = 0.0  # py-spy the two dedup cases for this long; 0: skip
+    fsync_batch_case: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,7 @@ class ConsumerResults:
     slow_order_ok: bool | None = None
     slow_order_detail: str = ""
     end_to_end: EndToEnd | None = None
+    profile: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +87,7 @@ class ConsumerResults:
             "slow_order_ok": self.slow_order_ok,
             "slow_order_detail": self.slow_order_detail,
             "end_to_end": asdict(self.end_to_end) if self.end_to_end else None,
+            "profile": self.profile,
             "errors": self.errors,
         }
 
@@ -144,11 +148,19 @@ def consumer_process(workdir: Path, name: str, config: Path, extra_path: Path | 
     return Process(name, argv, workdir / f"{name}.log", env=env)
 
 
-def time_delivery(process: Process, output: Path, expected: int, timeout: float) -> Throughput:
-    """Start ``process`` and time its sink output from the first line to ``expected``."""
+def time_delivery(
+    process: Process,
+    output: Path,
+    expected: int,
+    timeout: float,
+    profile: tuple[float, Path] | None = None,
+) -> Throughput:
+    """Start ``process`` and time its sink output from the first line to ``expected``;
+    with ``profile`` = (seconds, file), py-spy it from the first line on (collapsed stacks)."""
     counter = LineCounter(output)
     started = time.perf_counter()
     process.start()
+    spy: subprocess.Popen[bytes] | None = None
     try:
         deadline = started + timeout
         first_at = 0.0
@@ -158,6 +170,8 @@ def time_delivery(process: Process, output: Path, expected: int, timeout: float)
             now = time.perf_counter()
             if not first_at and counter.count:
                 first_at, first_count, cpu_first = now, counter.count, process.cpu_seconds()
+                if profile is not None:
+                    spy = flame.start(process.pid, profile[0], "raw", profile[1])
             if now > deadline:
                 raise BenchError(
                     f"{process.name}: {counter.count} of {expected} events after {timeout:g} s"
@@ -166,7 +180,12 @@ def time_delivery(process: Process, output: Path, expected: int, timeout: float)
             time.sleep(0.005)
         done_at = time.perf_counter()
         cpu = process.cpu_seconds() - cpu_first
+        if spy is not None and profile is not None:
+            flame.finish(spy, profile[1], profile[0] + 60)
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+            spy.wait()
         process.stop()
     if not first_at:  # everything arrived between two polls
         first_at, first_count = started, 0
@@ -241,27 +260,38 @@ def _throughput_cases(
     took = asyncio.run(kafka.prefill(bootstrap, topic, plan.events, keys=10_000))
     _log(f"consumers: pre-filled {plan.events} records in {took:.1f} s")
     prefix = f"bench:{uuid.uuid4().hex[:10]}:"
-    stores: dict[str, dict[str, Any]] = {
-        "memory": {"store": "memory"},
-        "redis": {
-            "store": "redis",
-            "redis_url": plan.redis_url,
-            "key_prefix": prefix,
-            "ttl_seconds": 3600,
-        },
-    }
-    for store, dedup in stores.items():
-        out = workdir / f"events-{store}.jsonl"
+    redis = {"store": "redis", "redis_url": plan.redis_url, "key_prefix": prefix}
+    # (case, dedup section, file sink fsync): the goals' two cases with the sink's
+    # default durability, plus memory dedup with batched fsync to show what fsync costs.
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("dedup memory + file sink", {"store": "memory"}, "always"),
+        ("dedup redis + file sink", {**redis, "ttl_seconds": 3600}, "always"),
+    ]
+    if plan.fsync_batch_case:
+        cases.append(("dedup memory + file sink (fsync batch)", {"store": "memory"}, "batch"))
+    for index, (name, dedup, fsync) in enumerate(cases):
+        out = workdir / f"events-{index}.jsonl"
         out.unlink(missing_ok=True)
-        sinks = {"events_file": {"type": "file", "path": str(out)}}
-        config = consumer_config(workdir / f"consumer-{store}.yaml", bootstrap, topic, sinks, dedup)
-        name = f"dedup {store} + file sink"
+        sinks = {"events_file": {"type": "file", "path": str(out), "fsync": fsync}}
+        config = consumer_config(workdir / f"consumer-{index}.yaml", bootstrap, topic, sinks, dedup)
+        raw = workdir / f"profile-consumer-{index}.collapsed.txt"
+        profile = (plan.profile_seconds, raw) if plan.profile_seconds > 0 and index < 2 else None
         try:
             t = time_delivery(
-                consumer_process(workdir, name, config, None), out, plan.events, plan.timeout
+                consumer_process(workdir, name, config, None),
+                out,
+                plan.events,
+                plan.timeout,
+                profile,
             )
+            if profile is not None:
+                results.profile[name] = {
+                    "seconds": plan.profile_seconds,
+                    "collapsed": str(raw),
+                    **flame.summarise(raw.read_text()),
+                }
         finally:
-            if store == "redis":
+            if dedup["store"] == "redis":
                 _redis_cleanup(plan.redis_url, prefix)
         results.throughput.append(t)
         _log(f"{name}: {t.events_per_s:,.0f} events/s")

@@ -46,17 +46,28 @@ def py_spy() -> str:
     return str(local)
 
 
-def _record(pid: int, seconds: float, fmt: str, out: Path, load: threading.Thread) -> None:
+def start(pid: int, seconds: float, fmt: str, out: Path) -> subprocess.Popen[bytes]:
+    """Start sampling ``pid`` for ``seconds`` (``fmt``: flamegraph or raw)."""
     argv = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     argv += ["--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)]
-    spy = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
-    load.start()
-    output, _ = spy.communicate(timeout=seconds + 60)
-    load.join()
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
+
+
+def finish(spy: subprocess.Popen[bytes], out: Path, timeout: float) -> None:
+    output, _ = spy.communicate(timeout=timeout)
     if spy.returncode != 0 or not out.exists():
         raise BenchError(
             f"py-spy failed ({spy.returncode}): {output.decode(errors='replace')[-800:]}"
         )
+
+
+def _record(pid: int, seconds: float, fmt: str, out: Path, load: threading.Thread) -> None:
+    spy = start(pid, seconds, fmt, out)
+    load.start()
+    try:
+        finish(spy, out, seconds + 60)
+    finally:
+        load.join()
 
 
 def _frame(raw: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
-from bench import kafka, wrk
+from bench import flame, kafka, wrk
 from bench.payload import PUBLIC_URL, SECRET, WEBHOOK_PATH, Mode, signed_requests
 from bench.payload import write_wrk_requests as write_requests
 from bench.procs import BenchError, Process, free_port, python, wait_port
@@ -409,8 +409,6 @@ def profile(
 ) -> dict[str, Any]:
     """py-spy the gateway under load at the workers' concurrency: a flame graph (SVG)
     and the collapsed stacks, summarised as the functions with the most CPU samples."""
-    from bench import flame
-
     return flame.record(
         target.name,
         target.process.pid,

@@ -187,6 +187,21 @@ def consumer_tables(r: ConsumerResults) -> list[str]:
             f"Slow sink: {_f(ratio(par.events_per_s, ser.events_per_s), 1)} x one-at-a-time; "
             f"order per key: {'intact' if r.slow_order_ok else 'BROKEN'} ({r.slow_order_detail}).",
         ]
+    for name, p in r.profile.items():
+        lines += [
+            "",
+            f"### Where the consumer's CPU goes ({name}, py-spy, {p['samples']} samples)",
+            "",
+        ]
+        lines += _table(
+            ["function (own time)", "%"],
+            [[f"`{x['function']}`", _f(x["percent"])] for x in p["own"][:12]],
+        )
+        lines += [""]
+        lines += _table(
+            ["function (inclusive)", "%"],
+            [[f"`{x['function']}`", _f(x["percent"])] for x in p["inclusive"][:15]],
+        )
     e = r.end_to_end
     if e:
         lines += ["", f"### End to end at {_f(e.rate)} events/s for {_f(e.seconds)} s", ""]

@@ -66,7 +66,7 @@ class Proc:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(  # noqa: S603 (our own CLI, fixed arguments)
                 [sys.executable, *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -118,8 +118,10 @@ class Gateway(Proc):
         self.port = free_port()
         self.admin_port = free_port()
         super().__init__(
-            ["-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1"]
-            + ["--port", str(self.port), "--admin-port", str(self.admin_port)],
+            [
+                *("-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1"),
+                *("--port", str(self.port), "--admin-port", str(self.admin_port)),
+            ],
             log,
             env,
         )
@@ -145,8 +147,10 @@ class Consumer(Proc):
     def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.admin_port = free_port()
         super().__init__(
-            ["-m", "consumers", "--log-format", "text", "run", "--config", str(config)]
-            + ["--admin-host", "127.0.0.1", "--admin-port", str(self.admin_port)],
+            [
+                *("-m", "consumers", "--log-format", "text", "run", "--config", str(config)),
+                *("--admin-host", "127.0.0.1", "--admin-port", str(self.admin_port)),
+            ],
             log,
             env,
         )
@@ -164,11 +168,18 @@ class Consumer(Proc):
         await wait_for(ready, within, "the consumer's /readyz")
 
 
-async def run_cli(args: list[str], log: Path, within: float = 120.0) -> tuple[int, str]:
+async def run_cli(
+    args: list[str], log: Path, env: Mapping[str, str], within: float = 120.0
+) -> tuple[int, str]:
     """Run ``python ARGS`` to completion; (exit status, stdout)."""
     with log.open("ab") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *args, cwd=ROOT, stdout=subprocess.PIPE, stderr=err
+            sys.executable,
+            *args,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **env},
         )
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), within)

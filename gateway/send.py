@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 import uuid
@@ -353,12 +354,16 @@ async def send_all(
     concurrency: int,
     request_timeout: float,
     report: Callable[[Result], None],
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> list[Result]:
-    """Send ``repeat`` requests with at most ``concurrency`` in flight."""
+    """Send ``repeat`` requests with at most ``concurrency`` in flight (``transport``:
+    tests hand in an in-process app)."""
     results: list[Result] = []
     numbers = iter(range(1, repeat + 1))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=request_timeout, limits=limits) as client:
+    async with httpx.AsyncClient(
+        timeout=request_timeout, limits=limits, transport=transport
+    ) as client:
 
         async def worker() -> None:
             for number in numbers:  # shared iterator: each number is taken once
@@ -376,7 +381,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    # ceil(p * n), with a little slack so 0.99 * 100 is 99 despite float rounding.
+    rank = max(1, min(len(sorted_values), math.ceil(fraction * len(sorted_values) - 1e-9)))
     return sorted_values[rank - 1]
 
 

@@ -17,29 +17,49 @@ blocking calls run in a worker thread, never on the event loop. The file is open
 with ``O_APPEND`` and each batch is one ``write``, so several consumer processes may
 append to one local file without interleaving lines.
 
-Delivery is at-least-once: after a failed write the event is retried and its line may
-appear twice (readers deduplicate on ``id``); after a write that failed half-way the
-next write starts on a new line, so a torn fragment is one unparseable line.
+Crash recovery: the consumer writes an event's dedup mark only after ``send`` returned,
+so a consumer killed between the two (SIGKILL, OOM, power) leaves lines in the file
+whose events are not marked; after the restart the dedup store lets them through again.
+The file itself knows better, so ``start`` reads the file's last ``recover_tail_bytes``
+(whole lines only: a torn last line is skipped) and keeps the ids found there; ``send``
+treats an event whose id is among them as already delivered and returns without writing
+(counted in ``webhookgw_file_sink_already_written_total``). The window left open by a
+crash is at most one event per delivery slot (``concurrency.max_parallel``) and those
+lines are the last ones this process wrote, so the default 8 MiB covers it with a wide
+margin, unless other processes append more than that to the same file before the
+restart. The set is read once and bounded by the tail size; it answers "does this file
+already hold event X", so do not point two sink names at one file expecting a line each.
+
+Delivery is otherwise at-least-once: after a failed write the event is retried and its
+line may appear twice (readers deduplicate on ``id``); after a write that failed
+half-way, or a file left ending in a fragment by a crash, the next write starts on a
+new line, so a torn fragment is one unparseable line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import Field
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
 from webhook_common.config import StrictModel
 
+log = logging.getLogger(__name__)
+
 _MAX_BATCH_BYTES = 4 * 1024 * 1024
+_DEFAULT_TAIL = 8 * 1024 * 1024
 
 
 class FileSinkConfig(StrictModel):
@@ -47,6 +67,12 @@ class FileSinkConfig(StrictModel):
     fsync: Literal["always", "batch", "never"] = "always"
     fsync_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     mode: int = Field(default=0o640, ge=0, le=0o777, description="permissions of a new file")
+    recover_tail_bytes: int = Field(
+        default=_DEFAULT_TAIL,
+        ge=0,
+        le=1024 * 1024 * 1024,
+        description="how much of the file's end to read at start for ids already written (0: off)",
+    )
 
 
 def event_line(event: Event) -> bytes:
@@ -65,6 +91,57 @@ def event_line(event: Event) -> bytes:
     return orjson.dumps(record) + b"\n"
 
 
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.recovered = Gauge(
+            "webhookgw_file_sink_recovered_ids",
+            "Event ids found in the file's tail when the sink started",
+            ["sink"],
+            registry=registry,
+        )
+        self.already_written = Counter(
+            "webhookgw_file_sink_already_written",
+            "Events not written again because the file's tail already held their id "
+            "(written before a crash, not yet marked in the dedup store)",
+            ["sink"],
+            registry=registry,
+        )
+
+
+# One set of collectors per registry: several file sinks in one process share them
+# (label ``sink``), and a test's fresh registry gets fresh ones.
+_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics(registry: CollectorRegistry) -> _Metrics:
+    found = _METRICS.get(registry)
+    if found is None:
+        found = _METRICS[registry] = _Metrics(registry)
+    return found
+
+
+def ids_in_tail(data: bytes, *, from_start: bool) -> set[str]:
+    """The ``id`` of every complete JSON line in ``data``, the end of a JSONL file.
+
+    Unless ``data`` starts at the beginning of the file its first line is a fragment, and
+    unless it ends with a newline so is its last (a write cut short by a crash); both are
+    skipped, as is any line that is not a JSON object with a string ``id``.
+    """
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a torn fragment
+    if not from_start and lines:
+        lines.pop(0)
+    ids: set[str] = set()
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            ids.add(record["id"])
+    return ids
+
+
 class FileSink:
     """Appends events as JSON lines; see the module docstring for durability."""
 
@@ -81,6 +158,14 @@ class FileSink:
         self._torn = False  # the last write stopped mid-line
         self._dirty = False  # written but not fsynced (batch mode)
         self._last_fsync = time.monotonic()
+        # Ids the file held at start (see the module docstring): never grows after that.
+        self._written_before: frozenset[str] = frozenset()
+        self._metrics = _metrics(context.registry)
+
+    @property
+    def recovered_ids(self) -> int:
+        """How many event ids were found in the file's tail at start."""
+        return len(self._written_before)
 
     async def start(self) -> None:
         if self._closed:
@@ -88,9 +173,24 @@ class FileSink:
         if self._fd is not None:
             return
         try:
-            self._fd = await asyncio.to_thread(self._open)
+            fd = await asyncio.to_thread(self._open)
         except OSError as exc:
             raise SinkError(self._describe(exc, "open"), retriable=True) from exc
+        try:
+            self._written_before, self._torn = await asyncio.to_thread(self._recover, fd)
+        except OSError as exc:
+            os.close(fd)
+            raise SinkError(self._describe(exc, "read the end of"), retriable=True) from exc
+        self._fd = fd
+        self._metrics.recovered.labels(self.name).set(len(self._written_before))
+        if self._written_before:
+            log.info(
+                "file sink %s: %d event id(s) in the last %d bytes of %s will not be written again",
+                self.name,
+                len(self._written_before),
+                self.config.recover_tail_bytes,
+                self.config.path,
+            )
         self._writer = asyncio.create_task(self._write_loop(), name=f"file-sink-{self.name}")
 
     def _open(self) -> int:
@@ -98,20 +198,60 @@ class FileSink:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         return os.open(self.config.path, flags, self.config.mode)
 
+    def _recover(self, fd: int) -> tuple[frozenset[str], bool]:
+        """The ids in the file's tail, and whether the file ends mid-line.
+
+        Reads up to the size seen through ``fd`` (opened first), so lines appended by
+        other processes meanwhile are left out rather than read half-written.
+        """
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return frozenset(), False
+        limit = self.config.recover_tail_bytes
+        with open(self.config.path, "rb") as reader:
+            reader.seek(size - 1)
+            torn = reader.read(1) != b"\n"
+            if limit == 0:
+                return frozenset(), torn
+            # One byte more than the window: tells whether the window starts on a line.
+            start = max(0, size - limit - 1)
+            reader.seek(start)
+            data = reader.read(size - start)
+        from_start = start == 0
+        if not from_start and data[:1] == b"\n":
+            data, from_start = data[1:], True
+        return frozenset(ids_in_tail(data, from_start=from_start)), torn
+
     def _describe(self, exc: OSError, action: str) -> str:
         reason = exc.strerror or type(exc).__name__
         return f"file sink {self.name!r}: cannot {action} {str(self.config.path)!r}: {reason}"
 
-    async def send(self, event: Event) -> None:
-        await self._enqueue([event_line(event)])
+    def _already_written(self, event: Event) -> bool:
+        if event.id not in self._written_before:
+            return False
+        self._metrics.already_written.labels(self.name).inc()
+        log.debug("file sink %s: event %s is in the file already, not written", self.name, event.id)
+        return True
 
-    async def send_batch(self, events: Sequence[Event]) -> None:
-        await self._enqueue([event_line(e) for e in events])
-
-    async def _enqueue(self, lines: list[bytes]) -> None:
+    def _require_open(self) -> None:
         if self._closed or self._writer is None:
             state = "closed" if self._closed else "not started"
             raise SinkError(f"file sink {self.name!r} is {state}", retriable=True)
+
+    async def send(self, event: Event) -> None:
+        self._require_open()
+        if self._already_written(event):
+            return
+        await self._enqueue([event_line(event)])
+
+    async def send_batch(self, events: Sequence[Event]) -> None:
+        self._require_open()
+        lines = [event_line(e) for e in events if not self._already_written(e)]
+        if lines:
+            await self._enqueue(lines)
+
+    async def _enqueue(self, lines: list[bytes]) -> None:
+        self._require_open()
         # One future for all lines: they go into one write, so they succeed or fail together.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((b"".join(lines), done))

@@ -3,14 +3,26 @@
 The request carries the body byte for byte, its original ``Content-Type``, the original
 request headers named in ``forward_headers``, static ``headers`` (e.g. an
 ``Authorization`` token), CloudEvents HTTP binary-mode headers (``ce-id``,
-``ce-source``, ``ce-type``, ``ce-time``, ``ce-subject``) unless turned off, and,
-optionally, a fresh signature so the target can verify it came from this gateway:
+``ce-source``, ``ce-type``, ``ce-time``, ``ce-subject``) unless turned off, an
+``Idempotency-Key`` naming the event, and, optionally, a fresh signature so the target
+can verify it came from this gateway:
 
 * ``hmac-sha256`` — hex (or base64) HMAC-SHA256 of the body under ``secret``, in a
   configurable header with a configurable prefix (``X-Signature-256: sha256=...``);
 * ``standard-webhooks`` — ``webhook-id`` (the event id, so the target can deduplicate),
   ``webhook-timestamp`` and ``webhook-signature: v1,<base64>`` per
   https://www.standardwebhooks.com/ with a ``whsec_`` secret.
+
+Delivery is at-least-once and this sink cannot tell what the target already has: a
+request the target processed but whose answer never reached the consumer (a timeout, a
+consumer killed before writing its dedup mark) is sent again. Every request therefore
+carries the event id, the same on every attempt and replay, for the target to
+deduplicate on: always as ``Idempotency-Key`` (an RFC 8941 string, as in the IETF
+draft "The Idempotency-Key HTTP Header Field"; left out for an id that is not
+printable ASCII, which that syntax cannot carry), as ``ce-id`` (unless the CloudEvents
+headers are turned off) and, when signing with Standard Webhooks, as ``webhook-id``.
+After a crash, the repeats are at most the deliveries in flight at that instant: one per
+delivery slot (``concurrency.max_parallel``).
 
 Outcomes: 2xx is delivered. 408, 429, 5xx, timeouts and connection errors are
 retriable; every other status (other 4xx, and 3xx: redirects are not followed) is not.
@@ -52,6 +64,14 @@ _NOT_FORWARDABLE = frozenset(
     }
 )
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def idempotency_key(event_id: str) -> str | None:
+    """``event_id`` as an RFC 8941 string (quoted), or None when it cannot be one."""
+    if not event_id.isascii() or not event_id.isprintable():
+        return None
+    return '"' + event_id.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def standard_webhooks_key(secret: str) -> bytes:
@@ -198,6 +218,12 @@ class HttpSink:
                     "ce-subject": event.key,
                 }
             )
+        key = idempotency_key(event.id)
+        if key is not None:
+            # Ours wins over a forwarded or static one: it must name this event.
+            for name in [n for n in headers if n.lower() == IDEMPOTENCY_HEADER]:
+                del headers[name]
+            headers[IDEMPOTENCY_HEADER] = key
         headers["content-type"] = self.config.content_type or event.content_type
         if self.config.sign is not None:
             headers.update(self.config.sign.headers(event.id, event.body, now))

@@ -1,4 +1,5 @@
-"""The file sink: contract, line format, durability modes, concurrent appenders."""
+"""The file sink: contract, line format, durability modes, concurrent appenders, crash
+recovery (ids already in the file are not written again)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from consumers.event import Event
 from consumers.plugins import build_sinks
 from consumers.sinks import SinkContext, SinkError
-from consumers.sinks.file import FileSink, FileSinkConfig
+from consumers.sinks.file import FileSink, FileSinkConfig, event_line
 from consumers.testing import SinkContract, make_event
 from webhook_common.errors import ConfigError
 
@@ -220,3 +222,151 @@ def test_config_errors_name_the_key_path(tmp_path: Path) -> None:
 
 def test_default_is_fsync_always(tmp_path: Path) -> None:
     assert FileSinkConfig(path=tmp_path / "x").fsync == "always"
+
+
+# -- crash recovery: ids already in the file are not written again -----------------------
+
+
+def recovering_sink(path: Path, registry: CollectorRegistry, **options: Any) -> FileSink:
+    ctx = SinkContext("127.0.0.1:9092", {}, registry)
+    sink = build_sinks({"out": {"type": "file", "path": str(path), **options}}, ctx)["out"]
+    assert isinstance(sink, FileSink)
+    return sink
+
+
+def sample(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name, {"sink": "out"})
+
+
+async def write_events(path: Path, events: list[Event], **options: Any) -> None:
+    sink = file_sink(path, **options)
+    await sink.start()
+    try:
+        for event in events:
+            await sink.send(event)
+    finally:
+        await sink.aclose()
+
+
+async def test_restart_does_not_rewrite_events_the_file_holds(tmp_path: Path) -> None:
+    # The crash window: lines written, dedup marks not yet; after the restart the
+    # consumer offers the same events again.
+    path = tmp_path / "events.jsonl"
+    before = [make_event(f"k{n}", n) for n in range(5)]
+    await write_events(path, before)
+
+    registry = CollectorRegistry()
+    sink = recovering_sink(path, registry)
+    fresh = [make_event("k9", 9), make_event("k10", 10)]
+    await sink.start()
+    try:
+        await sink.send(before[3])
+        await sink.send(fresh[0])
+        await sink.send_batch([before[4], fresh[1], before[0]])
+    finally:
+        await sink.aclose()
+
+    ids = [line["id"] for line in read_lines(path)]
+    assert ids == [e.id for e in before + fresh]
+    assert sink.recovered_ids == 5
+    assert sample(registry, "webhookgw_file_sink_recovered_ids") == 5
+    assert sample(registry, "webhookgw_file_sink_already_written_total") == 3
+
+
+async def test_torn_last_line_is_skipped_and_the_next_line_starts_fresh(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    kept = make_event("k1", 1)
+    torn = make_event("k2", 2)
+    await write_events(path, [kept])
+    with path.open("ab") as out:  # a write cut short by a crash: no newline at the end
+        out.write(event_line(torn)[:-20])
+
+    registry = CollectorRegistry()
+    sink = recovering_sink(path, registry)
+    await sink.start()
+    try:
+        await sink.send(kept)  # whole line in the file: not written again
+        await sink.send(torn)  # only a fragment in the file: written
+    finally:
+        await sink.aclose()
+
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    parsed = []
+    for line in lines[:-1]:
+        try:
+            parsed.append(orjson.loads(line)["id"])
+        except orjson.JSONDecodeError:
+            parsed.append(None)
+    # The fragment stays one unparseable line; the new line is whole, on its own line.
+    assert parsed == [kept.id, None, torn.id]
+    assert sink.recovered_ids == 1
+
+
+async def test_only_whole_lines_inside_the_tail_window_count(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    # Same-length lines, so the window can be placed on and between line boundaries.
+    events = [make_event("k", n, id=f"evt-{n:04d}", offset=n) for n in range(10)]
+    await write_events(path, events)
+    length = len(event_line(events[0]))
+    assert path.stat().st_size == 10 * length
+
+    for window, expected in [
+        (3 * length, events[7:]),  # starts exactly on a line: that line counts
+        (3 * length + length // 2, events[7:]),  # starts mid-line: that line does not
+        (3 * length - 1, events[8:]),
+        (100 * length, events),  # larger than the file: all of it
+    ]:
+        sink = recovering_sink(path, CollectorRegistry(), recover_tail_bytes=window)
+        await sink.start()
+        try:
+            assert sink.recovered_ids == len(expected), window
+            for event in expected:
+                await sink.send(event)
+        finally:
+            await sink.aclose()
+        assert path.stat().st_size == 10 * length, window  # nothing was written again
+
+
+async def test_recovery_can_be_turned_off(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    event = make_event()
+    await write_events(path, [event])
+    await write_events(path, [event], recover_tail_bytes=0)
+    assert [line["id"] for line in read_lines(path)] == [event.id, event.id]
+
+
+async def test_lines_that_are_not_events_are_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'not json\n[1, 2]\n{"id": 7}\n{"no_id": "x"}\n\n{"id": "evt-hand-written"}\n')
+    sink = recovering_sink(path, CollectorRegistry())
+    await sink.start()
+    await sink.aclose()
+    assert sink.recovered_ids == 1
+
+
+async def test_a_missing_file_recovers_nothing(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    sink = recovering_sink(tmp_path / "new.jsonl", registry)
+    await sink.start()
+    await sink.aclose()
+    assert sink.recovered_ids == 0
+    assert sample(registry, "webhookgw_file_sink_recovered_ids") == 0
+
+
+async def test_send_after_close_fails_even_for_a_recovered_id(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    event = make_event()
+    await write_events(path, [event])
+    sink = recovering_sink(path, CollectorRegistry())
+    await sink.start()
+    await sink.aclose()
+    with pytest.raises(SinkError, match="closed"):
+        await sink.send(event)
+
+
+def test_recover_tail_bytes_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        file_sink(tmp_path / "x.jsonl", recover_tail_bytes=-1)
+    assert "consumers.sinks.out.recover_tail_bytes: got -1" in str(info.value)
+    assert FileSinkConfig(path=tmp_path / "x").recover_tail_bytes == 8 * 1024 * 1024

@@ -1,0 +1,281 @@
+"""The Helm chart, rendered offline: valid Kubernetes objects (kubernetes-validate,
+strict), commands/ports/probes that agree with the CLI and the admin apps, config
+that each process accepts, and the guards (replicas vs partitions, grace periods)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from consumers.config import load_settings
+from consumers.metrics import ConsumerMetrics
+from consumers.server import build_app
+from gateway import config as gwconfig
+from gateway.app import IngressState
+from gateway.server import create_admin_app
+from tests import services
+from tests.deploy.support import (
+    CHART,
+    CONSUMERS_JOB,
+    DASHBOARD,
+    GATEWAY_JOB,
+    RULES,
+    check_invocation,
+    helm,
+    load_yaml_all,
+    promtool,
+)
+from tests.gateway.support import FakeProducer
+
+KUBE_VERSION = "1.31.0"
+MONITORING = "monitoring.coreos.com/v1"
+ALL_ON = {
+    "serviceMonitor.enabled": "true",
+    "podMonitor.enabled": "true",
+    "prometheusRule.enabled": "true",
+    "grafanaDashboard.enabled": "true",
+}
+
+
+def render(sets: dict[str, str] | None = None, *, ok: bool = True) -> str:
+    args = [helm(), "template", "rel", str(CHART), "--namespace", "hooks",
+            "--kube-version", KUBE_VERSION]  # fmt: skip
+    for key, value in (sets or {}).items():
+        args += ["--set", f"{key}={value}"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    if ok:
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+    assert res.returncode != 0, "expected the chart to refuse these values"
+    return res.stderr
+
+
+def objects(sets: dict[str, str] | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in load_yaml_all(render(sets))}
+
+
+def one(objs: dict[tuple[str, str], dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    found = [o for (k, n), o in objs.items() if k == kind and n.endswith(suffix)]
+    assert len(found) == 1, f"{kind} *{suffix}: {len(found)} found"
+    return found[0]
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (c,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert isinstance(c, dict)
+    return c
+
+
+def argv(c: dict[str, Any]) -> list[str]:
+    return [*c["command"], *c["args"]]
+
+
+def env(c: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
+
+
+def test_helm_lint() -> None:
+    res = subprocess.run(
+        [helm(), "lint", str(CHART), "--kube-version", KUBE_VERSION],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_rendered_objects_are_valid_kubernetes() -> None:
+    try:
+        import kubernetes_validate  # type: ignore[import-untyped]
+    except ImportError:
+        services.unavailable("kubernetes-validate", "pip install kubernetes-validate")
+        raise
+    objs = objects(ALL_ON)
+    core = [o for o in objs.values() if o["apiVersion"] != MONITORING]
+    assert {o["kind"] for o in core} >= {
+        "Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget", "Job",
+    }  # fmt: skip
+    for obj in core:
+        kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
+
+
+def test_monitoring_is_off_by_default_and_on_when_asked() -> None:
+    kinds = {k for k, _ in objects()}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert {k for k, _ in objects(ALL_ON)} >= {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_gateway_command_ports_and_probes_agree_with_the_cli() -> None:
+    objs = objects()
+    c = container(one(objs, "Deployment", "-gateway"))
+    opts = check_invocation(argv(c))
+    assert argv(c)[2:4] == ["gateway", "serve"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": int(opts["--port"]), "admin": int(opts["--admin-port"])}
+    assert env(c)["ADMIN_PORT"] == opts["--admin-port"]
+    routes = _routes(create_admin_app(IngressState(), FakeProducer(), CollectorRegistry()))
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert {"/readyz", "/healthz", "/metrics"} <= routes
+    mount = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}["config"]
+    assert opts["--config"] == f"{mount}/config.yaml"
+
+
+def test_consumers_command_ports_and_probes_agree_with_the_cli() -> None:
+    objs = objects()
+    c = container(one(objs, "Deployment", "-consumers"))
+    opts = check_invocation(argv(c))
+    assert argv(c)[2:4] == ["consumers", "run"]
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {
+        "admin": int(opts["--admin-port"])
+    }
+    assert env(c)["ADMIN_PORT"] == opts["--admin-port"]
+    registry = CollectorRegistry()
+    routes = _routes(build_app(registry, ConsumerMetrics(registry), lambda: True, lambda: True))
+    for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "admin"}
+        assert path in routes
+    assert "CRYSTALLIZE_SIGNATURE_SECRET" not in env(c)
+
+
+def test_topics_job_runs_topics_create_before_install_and_upgrade() -> None:
+    objs = objects()
+    job = one(objs, "Job", "-topics")
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    check_invocation(argv(c))
+    assert argv(c)[2:5] == ["gateway", "topics", "create"]
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    # Its config comes from a hook ConfigMap created before it (lower weight).
+    cm = one(objs, "ConfigMap", "-topics")
+    assert int(cm["metadata"]["annotations"]["helm.sh/hook-weight"]) < int(
+        job["metadata"]["annotations"]["helm.sh/hook-weight"]
+    )
+
+
+def _routes(app: Any) -> set[str]:
+    return {getattr(r, "path", "") for r in app.routes}
+
+
+def test_each_configmap_is_accepted_by_its_process(tmp_path: Path) -> None:
+    objs = objects()
+    gw_file = tmp_path / "gateway.yaml"
+    gw_file.write_text(one(objs, "ConfigMap", "-gateway")["data"]["config.yaml"])
+    gw_env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "CRYSTALLIZE_SIGNATURE_SECRET": "s" * 32}
+    cfg = gwconfig.load(gw_file, gw_env)
+    assert [s.name for s in cfg.sources] == ["crystallize"]
+    c_file = tmp_path / "consumers.yaml"
+    c_file.write_text(one(objs, "ConfigMap", "-consumers")["data"]["config.yaml"])
+    # The consumers' config loads without the signing secret in the environment.
+    settings = load_settings(c_file, {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
+    assert settings.consumers.topics == ["webhooks.raw"]
+    assert "sources" not in yaml.safe_load(c_file.read_text())
+
+
+def test_secrets_are_references_only() -> None:
+    objs = objects()
+    assert not [k for k, _ in objs if k == "Secret"]
+    c = container(one(objs, "Deployment", "-gateway"))
+    ref = env(c)["CRYSTALLIZE_SIGNATURE_SECRET"]
+    assert ref == {"secretKeyRef": {"name": "webhook-gateway-signing", "key": "crystallize"}}
+
+
+def test_termination_grace_is_above_the_shutdown_grace() -> None:
+    objs = objects()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
+    gw = one(objs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    need = values["gateway"]["shutdown_grace_seconds"] + values["gateway"]["shutdown_delay_seconds"]
+    assert gw["terminationGracePeriodSeconds"] > need
+    cs = one(objs, "Deployment", "-consumers")["spec"]["template"]["spec"]
+    assert cs["terminationGracePeriodSeconds"] > values["consumers"]["shutdown_grace_seconds"]
+    # A longer grace in the config moves the pod's grace with it.
+    longer = objects({"config.consumers.shutdown_grace_seconds": "120"})
+    cs = one(longer, "Deployment", "-consumers")["spec"]["template"]["spec"]
+    assert cs["terminationGracePeriodSeconds"] > 120
+    # An explicit grace at or below the shutdown grace is refused.
+    err = render({"consumers.terminationGracePeriodSeconds": "30"}, ok=False)
+    assert "consumers.terminationGracePeriodSeconds" in err
+    err = render({"gateway.terminationGracePeriodSeconds": "20"}, ok=False)
+    assert "gateway.terminationGracePeriodSeconds" in err
+
+
+def test_consumer_replicas_are_bounded_by_partitions() -> None:
+    assert (
+        one(objects({"consumers.replicas": "6"}), "Deployment", "-consumers")["spec"]["replicas"]
+        == 6
+    )
+    err = render({"consumers.replicas": "7"}, ok=False)
+    assert "consumers.replicas (7) is above the 6 partition(s)" in err
+
+
+def test_gateway_hpa_pdb_and_service_select_the_gateway_pods() -> None:
+    objs = objects()
+    deployment = one(objs, "Deployment", "-gateway")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
+    hpa = one(objs, "HorizontalPodAutoscaler", "-gateway")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    pdb = one(objs, "PodDisruptionBudget", "-gateway")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    svc = one(objs, "Service", "-gateway")
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    targets = {p["targetPort"] for p in svc["spec"]["ports"]}
+    assert targets == {p["name"] for p in container(deployment)["ports"]}
+    # Without autoscaling, the Deployment carries the replica count.
+    fixed = objects({"gateway.autoscaling.enabled": "false", "gateway.replicas": "3"})
+    assert one(fixed, "Deployment", "-gateway")["spec"]["replicas"] == 3
+    assert not [k for k, _ in fixed if k == "HorizontalPodAutoscaler"]
+
+
+def test_monitors_scrape_the_admin_ports_with_the_rules_job_names() -> None:
+    objs = objects(ALL_ON)
+    svc = one(objs, "Service", "-gateway")
+    sm = one(objs, "ServiceMonitor", "-gateway")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == GATEWAY_JOB
+    pm = one(objs, "PodMonitor", "-consumers")
+    pod = one(objs, "Deployment", "-consumers")["spec"]["template"]["metadata"]["labels"]
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod.items()
+    assert pod[pm["spec"]["jobLabel"]] == CONSUMERS_JOB
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "admin"
+
+
+def test_prometheus_rule_and_dashboard_are_the_repository_files(tmp_path: Path) -> None:
+    objs = objects(ALL_ON)
+    rule = one(objs, "PrometheusRule", "rel-webhook-gateway")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+    # The chart reads copies (Helm only sees files inside the chart): keep them equal.
+    assert (CHART / "files" / RULES.name).read_text() == RULES.read_text()
+    assert (CHART / "files" / DASHBOARD.name).read_text() == DASHBOARD.read_text()
+    dash = one(objs, "ConfigMap", "-dashboard")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dash["data"]["webhook-gateway.json"].strip() == DASHBOARD.read_text().strip()
+    # promtool accepts the rendered groups as they are.
+    path = tmp_path / "rendered.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    res = subprocess.run(
+        [promtool(), "check", "rules", str(path)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("kind", ["ServiceMonitor", "PodMonitor", "PrometheusRule"])
+def test_monitoring_objects_have_the_crd_shape(kind: str) -> None:
+    # Not in kubernetes-validate's schemas (they are CRDs): check the required fields.
+    (obj,) = [o for (k, _), o in objects(ALL_ON).items() if k == kind]
+    assert obj["apiVersion"] == MONITORING
+    assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
+    spec = obj["spec"]
+    required = {
+        "ServiceMonitor": {"selector", "endpoints", "jobLabel"},
+        "PodMonitor": {"selector", "podMetricsEndpoints", "jobLabel"},
+        "PrometheusRule": {"groups"},
+    }[kind]
+    assert required <= set(spec), required - set(spec)
