@@ -61,7 +61,7 @@ def consumer_plan(quick: bool, redis_url: str) -> consume.ConsumerPlan:
         e2e_seconds=10,
         redis_url=redis_url,
         profile_seconds=8,
-        fsync_batch_case=True,
+        variations=True,
     )
 
 

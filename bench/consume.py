@@ -43,7 +43,7 @@ class ConsumerPlan:
     redis_url: str
     timeout: float = 300.0
     profile_seconds: float = 0.0  # py-spy the two dedup cases for this long; 0: skip
-    fsync_batch_case: bool = False
+    variations: bool = False  # also fsync batch and a wider in-flight window
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,19 +261,32 @@ def _throughput_cases(
     _log(f"consumers: pre-filled {plan.events} records in {took:.1f} s")
     prefix = f"bench:{uuid.uuid4().hex[:10]}:"
     redis = {"store": "redis", "redis_url": plan.redis_url, "key_prefix": prefix}
-    # (case, dedup section, file sink fsync): the goals' two cases with the sink's
-    # default durability, plus memory dedup with batched fsync to show what fsync costs.
-    cases: list[tuple[str, dict[str, Any], str]] = [
-        ("dedup memory + file sink", {"store": "memory"}, "always"),
-        ("dedup redis + file sink", {**redis, "ttl_seconds": 3600}, "always"),
+    memory = {"store": "memory"}
+    wide = {"max_in_flight": 5000, "per_partition": 2000, "max_parallel": 1000}
+    # (case, dedup section, file sink fsync, concurrency): the goals' two cases with the
+    # defaults, then variations that show what bounds them: fsync, the in-flight window.
+    cases: list[tuple[str, dict[str, Any], str, dict[str, Any] | None]] = [
+        ("dedup memory + file sink", memory, "always", None),
+        ("dedup redis + file sink", {**redis, "ttl_seconds": 3600}, "always", None),
     ]
-    if plan.fsync_batch_case:
-        cases.append(("dedup memory + file sink (fsync batch)", {"store": "memory"}, "batch"))
-    for index, (name, dedup, fsync) in enumerate(cases):
+    if plan.variations:
+        cases += [
+            ("dedup memory + file sink (fsync batch)", memory, "batch", None),
+            ("dedup memory + file sink (in-flight 5000)", memory, "always", wide),
+            (
+                "dedup redis + file sink (in-flight 5000)",
+                {**redis, "ttl_seconds": 3600},
+                "always",
+                wide,
+            ),
+        ]
+    for index, (name, dedup, fsync, concurrency) in enumerate(cases):
         out = workdir / f"events-{index}.jsonl"
         out.unlink(missing_ok=True)
         sinks = {"events_file": {"type": "file", "path": str(out), "fsync": fsync}}
-        config = consumer_config(workdir / f"consumer-{index}.yaml", bootstrap, topic, sinks, dedup)
+        config = consumer_config(
+            workdir / f"consumer-{index}.yaml", bootstrap, topic, sinks, dedup, concurrency
+        )
         raw = workdir / f"profile-consumer-{index}.collapsed.txt"
         profile = (plan.profile_seconds, raw) if plan.profile_seconds > 0 and index < 2 else None
         try:

@@ -223,3 +223,20 @@ async def test_a_retry_resends_the_same_body_validly_signed(target: Target) -> N
     for request in (first, second):  # verify() also checks the timestamp is current
         Webhook(WHSEC).verify(request.body, request.headers)
     assert first.headers["webhook-id"] == second.headers["webhook-id"] == event.id
+
+
+async def test_every_request_carries_the_event_id_as_idempotency_key(target: Target) -> None:
+    plain, quoted, non_ascii = make_event(), make_event(id='evt-"a"\\b'), make_event(id="évt-1")
+    async with http_sink(
+        url=target.url,
+        cloudevents_headers=False,
+        forward_headers=["Idempotency-Key"],
+        headers={"Idempotency-Key": "static"},
+    ) as sink:
+        for event in (plain, quoted, non_ascii):
+            await sink.send(event)
+    first, second, third = target.requests()
+    assert first.headers["idempotency-key"] == f'"{plain.id}"'
+    assert second.headers["idempotency-key"] == '"evt-\\"a\\"\\\\b"'
+    # Not expressible as an RFC 8941 string: ours is left out (the static one remains).
+    assert third.headers.get("idempotency-key") == "static"
