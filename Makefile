@@ -35,9 +35,10 @@ kafka-up:  ## start the local single-node Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT
 kafka-down:  ## stop the local Kafka; no JVM is left behind
 	deploy/local/kafka.sh down
 
-tools:  ## build/install the test tools: helm (Go module proxy), prometheus + promtool (Debian)
+tools:  ## test tools: helm (Go module proxy); prometheus, promtool, chromium (Debian)
 	deploy/local/helm.sh install
 	deploy/local/prometheus.sh install
+	deploy/local/chromium.sh install
 
 services-up:  ## start Kafka, Redis and PostgreSQL on loopback (idempotent)
 	deploy/local/services.sh up

@@ -81,8 +81,28 @@ def _frame(raw: str) -> str:
     return f"{name} ({short})"
 
 
+def _package(raw: str) -> str:
+    """Who owns a frame: a site-packages distribution, a stdlib module, or a folder of
+    this repository. Native code (uvloop, httptools, hashlib) has no frame of its own: its
+    time shows up in the Python function that called it."""
+    match = re.match(r"^.* \((.*?)(?::\d+)?\)$", raw)
+    path = match.group(1) if match else raw
+    parts = Path(path).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            rest = parts[parts.index(marker) + 1 :]
+            return rest[0].removesuffix(".py") if rest else marker
+    for i, part in enumerate(parts):
+        if part.startswith("python3") and i + 1 < len(parts):
+            return "stdlib " + parts[i + 1].removesuffix(".py")
+    if path.startswith("<frozen"):
+        return "stdlib " + path.strip("<>").split()[-1]
+    return parts[-2] if len(parts) > 1 else path
+
+
 def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
     own: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
@@ -90,10 +110,11 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
         if not match:
             continue
         stack, count = match.group(1), int(match.group(2))
-        frames = [_frame(f) for f in stack.split(";")]
-        # The first frames are the process/thread labels py-spy adds; keep them, harmless.
+        raw_frames = stack.split(";")
+        frames = [_frame(f) for f in raw_frames]
         total += count
         own[frames[-1]] += count
+        packages[_package(raw_frames[-1])] += count
         for f in set(frames):
             inclusive[f] += count
 
@@ -105,7 +126,12 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
             if n < _TRUNK * total
         ][:top]
 
-    return {"samples": total, "own": share(own), "inclusive": share(inclusive)}
+    return {
+        "samples": total,
+        "own": share(own),
+        "inclusive": share(inclusive),
+        "packages": share(packages),
+    }
 
 
 def record(

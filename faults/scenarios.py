@@ -24,7 +24,6 @@ from faults.procs import (
     FaultError,
     Gateway,
     LocalService,
-    free_port,
     run_cli,
     wait_for,
     write_yaml,

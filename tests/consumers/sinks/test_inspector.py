@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from consumers.event import Event
 from consumers.plugins import load_sink_class
 from consumers.sinks import SinkContext, SinkError
 from consumers.sinks.inspector import TOKEN_HEADER, InspectorConfig, InspectorSink, replay_argv
+from consumers.testing import SinkContract
+from tests.consumers.harness import free_port
 
 
 def event(n: int, *, source: str = "crystallize", type_: str = "order", key: str = "k1",
@@ -310,3 +312,32 @@ def test_two_inspectors_share_one_registry() -> None:
     registry = CollectorRegistry()
     InspectorSink("a", InspectorConfig(port=0), context(registry))
     InspectorSink("b", InspectorConfig(port=0), context(registry))  # no duplicate metric
+
+
+class TestInspectorSinkContract(SinkContract):
+    sink_type = "inspector"
+    broken_retriable = False  # a port in use does not get better by retrying
+
+    @pytest.fixture(autouse=True)
+    def _ports(self) -> Iterator[None]:
+        self.port = free_port()
+        self.busy = socket.socket()
+        self.busy.bind(("127.0.0.1", 0))
+        self.busy.listen()
+        yield
+        self.busy.close()
+
+    def sink_config(self) -> dict[str, Any]:
+        return {"port": self.port}
+
+    def broken_config(self) -> dict[str, Any] | None:
+        return {"port": self.busy.getsockname()[1]}
+
+    async def delivered(self, expected: int) -> list[str]:
+        async with httpx.AsyncClient() as client:
+            while True:
+                url = f"http://127.0.0.1:{self.port}/api/events"
+                ids = [e["id"] for e in (await client.get(url)).json()]
+                if len(ids) >= expected:
+                    return ids
+                await asyncio.sleep(0.05)
