@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import wrk
-from bench.procs import BenchError
+from bench.procs import REPO, BenchError
 
 if TYPE_CHECKING:
     from bench.ingress import IngressPlan
@@ -50,6 +50,8 @@ def start(pid: int, seconds: float, fmt: str, out: Path) -> subprocess.Popen[byt
     """Start sampling ``pid`` for ``seconds`` (``fmt``: flamegraph or raw)."""
     argv = [py_spy(), "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     argv += ["--rate", "200", "--nonblocking", "--format", fmt, "--output", str(out)]
+    if fmt == "raw":  # full paths tell whose code a frame is (see _package)
+        argv.append("--full-filenames")
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # noqa: S603
 
 
@@ -97,7 +99,10 @@ def _package(raw: str) -> str:
             return "stdlib " + parts[i + 1].removesuffix(".py")
     if path.startswith("<frozen"):
         return "stdlib " + path.strip("<>").split()[-1]
-    return parts[-2] if len(parts) > 1 else path
+    try:
+        return Path(path).relative_to(REPO).parts[0]
+    except (ValueError, IndexError):
+        return parts[-2] if len(parts) > 1 else path
 
 
 def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:

@@ -165,6 +165,11 @@ def ingress_tables(r: IngressResults) -> list[str]:
             ["function (inclusive)", "%"],
             [[f"`{x['function']}`", _f(x["percent"])] for x in p["inclusive"][:15]],
         )
+        lines += [""]
+        lines += _table(
+            ["own time by package", "%"],
+            [[f"`{x['function']}`", _f(x["percent"])] for x in p["packages"][:10]],
+        )
         lines += ["", f"Flame graph: `{p['svg']}`"]
     return lines
 
@@ -201,6 +206,11 @@ def consumer_tables(r: ConsumerResults) -> list[str]:
         lines += _table(
             ["function (inclusive)", "%"],
             [[f"`{x['function']}`", _f(x["percent"])] for x in p["inclusive"][:15]],
+        )
+        lines += [""]
+        lines += _table(
+            ["own time by package", "%"],
+            [[f"`{x['function']}`", _f(x["percent"])] for x in p["packages"][:10]],
         )
     e = r.end_to_end
     if e:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -35,7 +35,10 @@ class Target:
 
     def _app(self) -> Starlette:
         async def hook(request: Request) -> Response:
-            await request.body()
+            try:
+                await request.body()
+            except ClientDisconnect:  # a consumer SIGKILLed mid-request
+                return Response(status_code=499)
             status = self.status
             if 200 <= status < 300:
                 self.delivered[request.headers.get("ce-id", "")] += 1

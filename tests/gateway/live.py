@@ -66,7 +66,7 @@ class LiveServer:
         base: type[Any] = self.options["http"]
         live = self
 
-        class Counting(base):  # type: ignore[valid-type, misc]
+        class Counting(base):  # type: ignore[misc]
             def data_received(self, data: bytes) -> None:
                 live.bytes_received += len(data)
                 super().data_received(data)
