@@ -10,7 +10,7 @@ CONFIG ?= deploy/config/quickstart.yaml
 export KAFKA_PORT ?= 9092
 
 .PHONY: help venv tools kafka-jars kafka-up kafka-down services-up services-down services-status \
-        lint fmt typecheck test test-unit run clean
+        lint fmt typecheck test test-unit run faults clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,8 +57,9 @@ lint: $(STAMP)  ## ruff format check and lint
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-typecheck: $(STAMP)  ## mypy --strict
+typecheck: $(STAMP)  ## mypy --strict, the project and the example plugins
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict examples/sink-plugin/src examples/verifier-plugin/src
 
 test: $(STAMP) tools services-up lint typecheck  ## everything: venv, jars, services, lint, types, all tests
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -68,6 +69,9 @@ test-unit: $(STAMP)  ## unit tests only (no services)
 
 run: $(STAMP)  ## run the product on its embedded default (local Kafka, gateway, one consumer)
 	deploy/local/run.sh $(CONFIG)
+
+faults: $(STAMP) services-up  ## fault-injection scenarios (~6 min): every 202 reconciled with Kafka and the sinks
+	$(PY) -m faults --run-dir var/faults $(FAULTS_ARGS)
 
 clean:  ## remove the virtualenv, caches and local service data (stop services first)
 	-deploy/local/services.sh down

@@ -387,7 +387,8 @@ def _workers(
         errors: list[str] = []
         with running([target], errors) as ready:
             if not ready:
-                results.workers_note = f"--workers {count}: {errors[0]}"
+                # The last log line says why (e.g. "unrecognized arguments: --workers 1").
+                results.workers_note = f"--workers {count}: {errors[0].splitlines()[-1]}"
                 _log(results.workers_note)
                 break
             wrk.run(

@@ -1,9 +1,9 @@
 """The dead-letter topic: records a sink will not take, with why.
 
 A dead-letter record is the original record (same key, value byte for byte, and
-headers) plus ``dlq_*`` headers; see ``docs/contract.md`` ("Dead-letter records"). One record per (record, sink):
-an event that fails in two sinks is dead-lettered twice, so a replay can target each
-sink. Once the produce is acknowledged (acks=all, idempotent producer) the record
+headers) plus ``dlq_*`` headers; see ``docs/contract.md`` ("Dead-letter records").
+One record per (record, sink): an event that fails in two sinks is dead-lettered
+twice, so a replay can target each sink. Once the produce is acknowledged (acks=all, idempotent producer) the record
 counts as done for that sink and its offset can be committed.
 """
 

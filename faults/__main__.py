@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown scenario(s) {unknown}; known: {list(SCENARIOS)}", file=sys.stderr)
         return 2
-    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="faults-"))
+    # Absolute: the service scripts daemonize and change directory.
+    run_dir = (args.run_dir or Path(tempfile.mkdtemp(prefix="faults-"))).resolve()
     env = Env(run_dir, args.kafka, args.redis, args.database)
     started = time.monotonic()
     results = asyncio.run(run(env, names, args.short))

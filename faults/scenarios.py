@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -96,7 +97,7 @@ class Env:
 
     def path(self, name: str) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        return self.run_dir / name
+        return self.run_dir.resolve() / name
 
 
 def _uid() -> str:
@@ -263,7 +264,11 @@ def _kafka_port_pair() -> int:
     """A free port whose successor (the KRaft controller port) is free too, below the
     ephemeral range: the broker is restarted, and meanwhile an ephemeral port (a
     client's outgoing connection) could take a port picked from that range."""
-    for port in range(19192, 29192, 2):
+    # Start at a place that depends on the process, so two runs at once (make faults
+    # and make test) do not both pick a port the other's broker is restarting on.
+    start = 19192 + 2 * (os.getpid() % 2000)
+    ports: list[int] = [*range(start, 23192, 2), *range(19192, start, 2)]
+    for port in ports:
         try:
             for p in (port, port + 1):
                 with socket.socket() as s:
@@ -271,12 +276,14 @@ def _kafka_port_pair() -> int:
         except OSError:
             continue
         return port
-    raise FaultError("no free pair of ports for a private Kafka in 19192-29191")
+    raise FaultError("no free pair of ports for a private Kafka in 19192-23191")
 
 
 def _redis_port() -> int:
     """A free port below the ephemeral range (Redis is restarted on it)."""
-    for port in range(16399, 19191):
+    start = 16399 + os.getpid() % 2000
+    ports: list[int] = [*range(start, 19191), *range(16399, start)]
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
@@ -348,6 +355,12 @@ async def kafka_outage(env: Env, profile: Profile) -> Result:
 # --- 2. consumers SIGKILLed under load --------------------------------------------
 
 
+# Deliveries one consumer runs at once. A SIGKILL can land after the sink accepted a
+# delivery and before its dedup mark was written; only those are delivered again, so
+# duplicates are bounded by kills x this (at-least-once; see docs/reliability.md).
+KILL_PARALLEL = 10
+
+
 async def consumer_kills(env: Env, profile: Profile) -> Result:
     name = f"2 consumer SIGKILL x{profile.consumer_kills} (2 consumers)"
     async with target() as hook:
@@ -358,6 +371,7 @@ async def consumer_kills(env: Env, profile: Profile) -> Result:
             f"faults.dlq.{_uid()}",
             sinks={"hook": {"type": "http", "url": hook.url}},
         )
+        cfg["consumers"]["concurrency"] = {"max_parallel": KILL_PARALLEL}
         async with stack(env, "s2", cfg) as s:
             gw = await s.start_gateway()
             victim = await s.start_consumer()
@@ -377,8 +391,15 @@ async def consumer_kills(env: Env, profile: Profile) -> Result:
             kafka_ids = await topic_ids(
                 s.bootstrap, cfg["consumers"]["topics"][0], expect=len(tally.acked)
             )
-            result = reconcile(name, tally, kafka_ids, Counter(hook.delivered))
-            result.notes.append(f"consumer processes started: {len(s.consumers)}")
+            bound = profile.consumer_kills * KILL_PARALLEL
+            result = reconcile(
+                name, tally, kafka_ids, Counter(hook.delivered), allowed_duplicates=bound
+            )
+            result.notes.append(
+                f"consumer processes started: {len(s.consumers)}; duplicates "
+                f"{result.duplicates} (bound: {profile.consumer_kills} kills x "
+                f"{KILL_PARALLEL} deliveries in flight = {bound})"
+            )
             return result
 
 

@@ -119,6 +119,14 @@ class LiveServer:
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
+    def wait_metric(self, expected: float, name: str, **labels: str) -> float:
+        """The metric once it equals ``expected``, or after 5 s whatever it is: the
+        server thread may count a request just after the client read the answer."""
+        deadline = time.monotonic() + 5
+        while (value := self.metric(name, **labels)) != expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return value
+
     def connect(self, timeout: float = 5.0) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
 

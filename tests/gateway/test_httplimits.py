@@ -36,7 +36,9 @@ def test_idle_connection_gets_408_and_is_closed() -> None:
         assert b"header-timeout" in response
         assert closed_by_server(sock)
         assert server.metric("webhookgw_ingress_http_refused_total", reason="header_timeout") == 1
-        assert server.metric("webhookgw_ingress_requests_total", source="", status="408") == 1
+        assert (
+            server.wait_metric(1, "webhookgw_ingress_requests_total", source="", status="408") == 1
+        )
 
 
 def test_slowloris_headers_time_out() -> None:
@@ -70,7 +72,9 @@ def test_slow_body_gets_408() -> None:
         assert b"connection: close" in response.lower()
         assert server.metric("webhookgw_ingress_body_timeouts_total", source="crystallize") == 1
         assert (
-            server.metric("webhookgw_ingress_requests_total", source="crystallize", status="408")
+            server.wait_metric(
+                1, "webhookgw_ingress_requests_total", source="crystallize", status="408"
+            )
             == 1
         )
 
