@@ -3,8 +3,9 @@
 A dead-letter record is the original record (same key, value byte for byte, and
 headers) plus ``dlq_*`` headers; see ``docs/contract.md`` ("Dead-letter records").
 One record per (record, sink): an event that fails in two sinks is dead-lettered
-twice, so a replay can target each sink. Once the produce is acknowledged (acks=all, idempotent producer) the record
-counts as done for that sink and its offset can be committed.
+twice, so a replay can target each sink. Once the produce is acknowledged (acks=all,
+idempotent producer) the record counts as done for that sink and its offset can be
+committed.
 """
 
 from __future__ import annotations
