@@ -24,7 +24,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
@@ -58,8 +58,23 @@ def create_admin_app(
     admin = FastAPI(title="webhook-gateway admin", docs_url=None, redoc_url=None)
     problem_handlers(admin, lambda status: None)
 
+    # Readiness as a metric too, so an alert can tell "running but not ready" (Kafka
+    # unreachable, topics missing, draining) from "down"; refreshed on every scrape.
+    ready = Gauge(
+        "webhookgw_ingress_ready",
+        "1 when /readyz answers 200 (producer connected, topics exist, not shutting "
+        "down), else 0; evaluated at each scrape.",
+        registry=registry,
+    )
+
+    async def not_ready_reason() -> str | None:
+        reason = "shutting down" if state.shutting_down else await producer.readiness()
+        ready.set(0 if reason else 1)
+        return reason
+
     @admin.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
+        await not_ready_reason()
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @admin.get("/healthz")
@@ -68,7 +83,7 @@ def create_admin_app(
 
     @admin.get("/readyz", response_model=None)
     async def readyz() -> dict[str, str] | Response:
-        reason = "shutting down" if state.shutting_down else await producer.readiness()
+        reason = await not_ready_reason()
         if reason is None:
             return {"status": "ready"}
         p = problem.unavailable(f"not ready: {reason}", 1)

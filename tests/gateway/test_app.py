@@ -394,7 +394,9 @@ async def test_admin_endpoints() -> None:
     ) as c:
         assert (await c.get("/healthz")).json() == {"status": "ok"}
         assert (await c.get("/readyz")).json() == {"status": "ready"}
+        assert "webhookgw_ingress_ready 1.0" in (await c.get("/metrics")).text
         producer.ready = "topics missing: webhooks.raw"
+        assert "webhookgw_ingress_ready 0.0" in (await c.get("/metrics")).text
         not_ready = await c.get("/readyz")
         assert_problem(not_ready, 503, "unavailable", "/readyz")
         assert "topics missing: webhooks.raw" in not_ready.json()["detail"]
