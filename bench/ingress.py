@@ -23,8 +23,17 @@ import yaml
 from bench import flame, kafka, wrk
 from bench.payload import PUBLIC_URL, SECRET, WEBHOOK_PATH, Mode, signed_requests
 from bench.payload import write_wrk_requests as write_requests
-from bench.procs import BenchError, Process, free_port, python, wait_port
+from bench.procs import (
+    BenchError,
+    Process,
+    find_pid,
+    free_port,
+    python,
+    tree_cpu_seconds,
+    wait_port,
+)
 
+BROKER_MAIN_CLASS = "kafka.Kafka"
 # Distinct orders per request file: enough to spread keys over every partition.
 VARIANTS = 1000
 
@@ -72,6 +81,8 @@ class Sample:
     # Gateway only (from its /metrics): mean time in the handler and awaiting Kafka.
     server_ms: float | None = None
     kafka_ms: float | None = None
+    # The local broker's CPU over the same interval, per 1k accepted (it shares the cores).
+    broker_cpu_s_per_1k: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,7 @@ class Summary:
     cpu_s_per_1k: float
     server_ms: float | None = None
     kafka_ms: float | None = None
+    broker_cpu_s_per_1k: float | None = None
 
 
 @dataclass
@@ -212,9 +224,12 @@ def _mean_ms(before: dict[str, float], after: dict[str, float], what: str) -> fl
 def measure(target: Target, connections: int, duration: float, round_: int) -> Sample:
     target.process.check_alive()
     timings = gateway_timings(target.admin_port)
+    broker = find_pid(BROKER_MAIN_CLASS)
+    broker_before = tree_cpu_seconds(broker) if broker else 0.0
     cpu_before = target.process.cpu_seconds()
     result = wrk.run(target.url, target.requests_file, connections=connections, duration=duration)
     cpu = target.process.cpu_seconds() - cpu_before
+    broker_cpu = tree_cpu_seconds(broker) - broker_before if broker else None
     timings_after = gateway_timings(target.admin_port)
     accepted = result.accepted
     return Sample(
@@ -233,6 +248,7 @@ def measure(target: Target, connections: int, duration: float, round_: int) -> S
         load1=os.getloadavg()[0],
         server_ms=_mean_ms(timings, timings_after, "server"),
         kafka_ms=_mean_ms(timings, timings_after, "kafka"),
+        broker_cpu_s_per_1k=broker_cpu / accepted * 1000 if broker_cpu and accepted else None,
     )
 
 
@@ -255,6 +271,7 @@ def summarise(samples: Sequence[Sample]) -> list[Summary]:
                 cpu_s_per_1k=statistics.median(s.cpu_s_per_1k for s in group),
                 server_ms=_median_or_none([s.server_ms for s in group]),
                 kafka_ms=_median_or_none([s.kafka_ms for s in group]),
+                broker_cpu_s_per_1k=_median_or_none([s.broker_cpu_s_per_1k for s in group]),
             )
         )
     return out

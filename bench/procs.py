@@ -67,6 +67,20 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
+def find_pid(needle: str) -> int | None:
+    """The first process whose command line contains ``needle`` (e.g. the Kafka broker's
+    main class), to account for its CPU too; None when there is none."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle.encode() in cmdline and int(entry) != os.getpid():
+                return int(entry)
+    return None
+
+
 def plugin_path(directory: Path) -> Path:
     """A directory that, on ``PYTHONPATH``, registers the benchmark's slow sink as an
     entry point (importlib.metadata finds any ``.dist-info`` on ``sys.path``)."""

@@ -99,6 +99,7 @@ def ingress_tables(r: IngressResults) -> list[str]:
                     _f(s.cpu_s_per_1k, 3),
                     _f(s.server_ms, 2) if s.server_ms is not None else "-",
                     _f(s.kafka_ms, 2) if s.kafka_ms is not None else "-",
+                    _f(s.broker_cpu_s_per_1k, 3) if s.broker_cpu_s_per_1k is not None else "-",
                     _f(ratio(s.accepted_per_s, ceiling.accepted_per_s), 2) if ceiling else "-",
                     _f(ratio(s.accepted_per_s, naive.accepted_per_s), 2) if naive else "-",
                 ]
@@ -116,6 +117,7 @@ def ingress_tables(r: IngressResults) -> list[str]:
             "CPU s / 1k req",
             "handler ms",
             "Kafka wait ms",
+            "broker CPU s / 1k",
             "x ceiling",
             "x naive",
         ],
@@ -127,7 +129,8 @@ def ingress_tables(r: IngressResults) -> list[str]:
         "and socket errors, summed over rounds; latency: wrk, closed loop, request written to "
         "response read; CPU: server process (and children) user+system seconds per 1,000 "
         "accepted; handler / Kafka wait: the gateway's own histograms, mean per request, "
-        "of the whole handler and of awaiting the Kafka acknowledgement.",
+        "of the whole handler and of awaiting the Kafka acknowledgement; broker CPU: the "
+        "local Kafka broker's CPU seconds over the same interval per 1,000 accepted.",
     ]
     if r.workers or r.workers_note:
         lines += ["", "### Gateway (HMAC) throughput vs `--workers`", ""]

@@ -17,7 +17,7 @@ import time
 import traceback
 from pathlib import Path
 
-from faults.reconcile import Result, table
+from faults.reconcile import Result, sink_table, table
 from faults.scenarios import FULL, SCENARIOS, SHORT, Env
 
 
@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(run(env, names, args.short))
     print(table(results))
     print()
+    if per_sink := sink_table(results):
+        print(per_sink)
+        print()
     for r in results:
         if r.unacked_in_kafka:
             r.notes.insert(

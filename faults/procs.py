@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
@@ -36,8 +36,15 @@ def free_port() -> int:
         return port
 
 
-async def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
-    """Poll ``check`` (sync or async) until truthy; :class:`FaultError` after ``within``."""
+async def wait_for(
+    check: Callable[[], Any],
+    within: float,
+    what: str,
+    interval: float = 0.2,
+    error: type[Exception] = FaultError,
+) -> Any:
+    """Poll ``check`` (sync or async) until truthy; ``error`` after ``within`` seconds
+    (tests pass ``AssertionError``)."""
     deadline = time.monotonic() + within
     while True:
         result = check()
@@ -46,8 +53,8 @@ async def wait_for(check: Callable[[], Any], within: float, what: str) -> Any:
         if result:
             return result
         if time.monotonic() > deadline:
-            raise FaultError(f"timed out after {within:g} s waiting for {what}")
-        await asyncio.sleep(0.2)
+            raise error(f"timed out after {within:g} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def write_yaml(path: Path, data: Mapping[str, Any]) -> Path:
@@ -58,13 +65,16 @@ def write_yaml(path: Path, data: Mapping[str, Any]) -> Path:
 class Proc:
     """A Python subprocess of this project with its output in ``log``."""
 
+    what = "process"  # in error messages
+    admin_port: int  # its /readyz and /metrics (set by the subclass, which builds ``args``)
+
     def __init__(self, args: list[str], log: Path, env: Mapping[str, str] | None = None) -> None:
         self.args = args
         self.log = log
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self) -> Self:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603 (our own CLI, fixed arguments)
                 [sys.executable, *self.args],
@@ -73,6 +83,7 @@ class Proc:
                 cwd=ROOT,
                 env=self.env,
             )
+        return self
 
     @property
     def running(self) -> bool:
@@ -105,15 +116,31 @@ class Proc:
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
 
-async def _http_ok(url: str) -> bool:
-    async with httpx.AsyncClient(timeout=2) as client:
-        with contextlib.suppress(httpx.HTTPError):
-            return (await client.get(url)).status_code == 200
-    return False
+    async def wait_ready(self, within: float = 60.0) -> None:
+        """Until the admin port's ``/readyz`` answers 200; :class:`FaultError` if the
+        process exits first or ``within`` passes."""
+        async with httpx.AsyncClient(timeout=2) as client:
+
+            async def ready() -> bool:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    raise FaultError(
+                        f"{self.what} exited early ({self.proc.returncode}):\n{self.tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await client.get(self.admin_url + "/readyz")).status_code == 200
+                return False
+
+            await wait_for(ready, within, f"the {self.what}'s /readyz")
 
 
 class Gateway(Proc):
+    what = "gateway"
+
     def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
@@ -130,42 +157,28 @@ class Gateway(Proc):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    async def wait_ready(self, within: float = 60.0) -> None:
-        async def ready() -> bool:
-            if not self.running:
-                raise FaultError(f"gateway exited early:\n{self.tail()}")
-            return await _http_ok(self.admin_url + "/readyz")
-
-        await wait_for(ready, within, "the gateway's /readyz")
-
 
 class Consumer(Proc):
-    def __init__(self, config: Path, log: Path, env: Mapping[str, str] | None = None) -> None:
+    what = "consumer"
+
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        group: str | None = None,
+    ) -> None:
         self.admin_port = free_port()
         super().__init__(
             [
                 *("-m", "consumers", "--log-format", "text", "run", "--config", str(config)),
                 *("--admin-host", "127.0.0.1", "--admin-port", str(self.admin_port)),
+                *(("--group", group) if group else ()),
             ],
             log,
             env,
         )
-
-    @property
-    def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    async def wait_ready(self, within: float = 60.0) -> None:
-        async def ready() -> bool:
-            if not self.running:
-                raise FaultError(f"consumer exited early:\n{self.tail()}")
-            return await _http_ok(self.admin_url + "/readyz")
-
-        await wait_for(ready, within, "the consumer's /readyz")
 
 
 async def run_cli(

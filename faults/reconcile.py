@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
 
 from faults.traffic import Tally
 from webhook_common.contract import H_ID
 
 
-async def topic_ids(
-    bootstrap: str, topic: str, *, expect: int, within: float = 60.0
-) -> Counter[str]:
-    """How often each event id occurs in ``topic`` (read from the beginning until at
-    least ``expect`` records were seen, then a quiet second to catch extras)."""
+async def read_topic(
+    bootstrap: str, topic: str, expect: int, within: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning: read until at least ``expect``
+    records were seen (or ``within`` seconds passed), then until a poll of a second
+    brings nothing more, so copies beyond ``expect`` are seen too."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -28,23 +32,50 @@ async def topic_ids(
         enable_auto_commit=False,
     )
     await consumer.start()
-    ids: Counter[str] = Counter()
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + within
-        quiet = 0
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            got = sum(len(records) for records in batch.values())
-            for records in batch.values():
-                for record in records:
-                    header = dict(record.headers).get(H_ID)
-                    ids[header.decode() if header else ""] += 1
-            quiet = quiet + 1 if not got else 0
-            if sum(ids.values()) >= expect and quiet >= 2:
+        while len(records) < expect and time.monotonic() < deadline:
+            for part in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(part)
+        while more := await consumer.getmany(timeout_ms=1000):
+            for part in more.values():
+                records.extend(part)
+            if time.monotonic() > deadline:  # traffic still arriving: stop somewhere
                 break
     finally:
         await consumer.stop()
+    return records
+
+
+async def topic_ids(
+    bootstrap: str, topic: str, *, expect: int, within: float = 60.0
+) -> Counter[str]:
+    """How often each event id occurs in ``topic`` (see :func:`read_topic`)."""
+    ids: Counter[str] = Counter()
+    for record in await read_topic(bootstrap, topic, expect, within):
+        header = dict(record.headers).get(H_ID)
+        ids[header.decode() if header else ""] += 1
     return ids
+
+
+def jsonl_ids(path: Path) -> tuple[Counter[str], int]:
+    """How often each event id occurs in a file sink's JSONL file, and how many lines
+    are not a JSON object with an ``id`` (a torn write)."""
+    ids: Counter[str] = Counter()
+    torn = 0
+    data = path.read_bytes() if path.exists() else b""
+    for line in data.splitlines():
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            torn += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            ids[record["id"]] += 1
+        else:
+            torn += 1
+    return ids, torn
 
 
 async def table_ids(dsn: str, table: str) -> Counter[str]:
@@ -65,6 +96,28 @@ async def drop_table(dsn: str, table: str) -> None:
         await conn.close()
 
 
+@dataclass(frozen=True)
+class SinkCount:
+    """What one sink holds or received: copies of each event id, counted as ``counted``
+    says (rows per id, lines per id, requests per Idempotency-Key). A sink with
+    ``allowed_duplicates`` > 0 is at-least-once by design, up to that bound."""
+
+    name: str
+    counts: Counter[str]
+    counted: str
+    allowed_duplicates: int = 0
+
+
+@dataclass
+class SinkFigures:
+    sink: str
+    counted: str
+    delivered: int
+    duplicates: int
+    lost: int
+    allowed_duplicates: int
+
+
 @dataclass
 class Result:
     """One row of the figures table. ``delivered`` and ``duplicates`` count the acked
@@ -82,6 +135,7 @@ class Result:
     duplicates: int
     lost: int
     unacked_in_kafka: int = 0
+    sinks: list[SinkFigures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -137,6 +191,41 @@ def reconcile(
     return result
 
 
+def reconcile_sinks(
+    scenario: str, tally: Tally, kafka: Counter[str], sinks: Sequence[SinkCount]
+) -> Result:
+    """:func:`reconcile` with several sinks, each counted on its own (``Result.sinks``).
+    The row's delivered, duplicates and lost are those of the exactly-once sinks
+    (``allowed_duplicates`` 0): ids held by every one of them, and their duplicates
+    added up. Every sink must hold every acked id and stay within its duplicate bound."""
+    acked = set(tally.acked)
+    figures = [
+        SinkFigures(
+            sink=s.name,
+            counted=s.counted,
+            delivered=sum(1 for i in acked if s.counts[i] > 0),
+            duplicates=sum(s.counts[i] - 1 for i in acked if s.counts[i] > 1),
+            lost=sum(1 for i in acked if s.counts[i] == 0),
+            allowed_duplicates=s.allowed_duplicates,
+        )
+        for s in sinks
+    ]
+    strict = [s for s in sinks if not s.allowed_duplicates]
+    held = Counter({i: 1 for i in acked if all(s.counts[i] > 0 for s in strict)})
+    result = reconcile(scenario, tally, kafka, held)
+    result.duplicates = sum(f.duplicates for f in figures if not f.allowed_duplicates)
+    result.sinks = figures
+    for f in figures:
+        if f.lost:
+            result.failures.append(f"sink {f.sink}: {f.lost} acknowledged event(s) missing")
+        if f.duplicates > f.allowed_duplicates:
+            result.failures.append(
+                f"sink {f.sink}: {f.duplicates} duplicate(s) of acknowledged events "
+                f"(at most {f.allowed_duplicates} expected)"
+            )
+    return result
+
+
 COLUMNS = (
     ("scenario", 36),
     ("sent", 6),
@@ -153,25 +242,55 @@ COLUMNS = (
 
 def table(results: Iterable[Result]) -> str:
     """The figures as a Markdown table (readable in a terminal, pasteable into docs)."""
-    head = "| " + " | ".join(name.ljust(w) for name, w in COLUMNS) + " |"
-    rule = "|" + "|".join("-" * (w + 2) for _, w in COLUMNS) + "|"
+    return _markdown(
+        COLUMNS,
+        (
+            [
+                r.scenario,
+                r.sent,
+                r.acked,
+                r.unavailable,
+                r.other,
+                r.in_kafka,
+                r.delivered if r.delivered else "-",
+                r.duplicates + r.kafka_duplicates,
+                r.lost,
+                "PASS" if r.ok else "FAIL",
+            ]
+            for r in results
+        ),
+    )
+
+
+SINK_COLUMNS = (
+    ("scenario", 36),
+    ("sink", 5),
+    ("counted as", 30),
+    ("delivered", 9),
+    ("dupes", 5),
+    ("dupes allowed", 13),
+    ("lost", 4),
+)
+
+
+def sink_table(results: Iterable[Result]) -> str:
+    """Per-sink figures of the scenarios that count each sink on its own ("" if none)."""
+    rows = [
+        [r.scenario, f.sink, f.counted, f.delivered, f.duplicates, f.allowed_duplicates, f.lost]
+        for r in results
+        for f in r.sinks
+    ]
+    return _markdown(SINK_COLUMNS, rows) if rows else ""
+
+
+def _markdown(columns: Sequence[tuple[str, int]], rows: Iterable[Sequence[object]]) -> str:
+    head = "| " + " | ".join(name.ljust(w) for name, w in columns) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for _, w in columns) + "|"
     lines = [head, rule]
-    for r in results:
-        cells = [
-            r.scenario,
-            r.sent,
-            r.acked,
-            r.unavailable,
-            r.other,
-            r.in_kafka,
-            r.delivered if r.delivered else "-",
-            r.duplicates + r.kafka_duplicates,
-            r.lost,
-            "PASS" if r.ok else "FAIL",
-        ]
+    for cells in rows:
         lines.append(
             "| "
-            + " | ".join(str(c).ljust(w) for c, (_, w) in zip(cells, COLUMNS, strict=True))
+            + " | ".join(str(c).ljust(w) for c, (_, w) in zip(cells, columns, strict=True))
             + " |"
         )
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
+from consumers.sinks.http import idempotency_key
 from faults.procs import (
     Consumer,
     FaultError,
@@ -29,9 +30,18 @@ from faults.procs import (
     wait_for,
     write_yaml,
 )
-from faults.reconcile import Result, drop_table, reconcile, table_ids, topic_ids
+from faults.reconcile import (
+    Result,
+    SinkCount,
+    drop_table,
+    jsonl_ids,
+    reconcile,
+    reconcile_sinks,
+    table_ids,
+    topic_ids,
+)
 from faults.target import Target
-from faults.traffic import Traffic
+from faults.traffic import Tally, Traffic
 
 
 @dataclass(frozen=True)
@@ -76,7 +86,7 @@ SHORT = replace(
     before=2.0,
     kafka_outage=5.0,
     after=2.0,
-    consumer_kills=2,
+    consumer_kills=1,
     kill_interval=2.0,
     sink_down=5.0,
     dlq_events=40,
@@ -172,6 +182,10 @@ class Stack:
     def bootstrap(self) -> str:
         return str(self.cfg["kafka"]["bootstrap_servers"])
 
+    @property
+    def raw_topic(self) -> str:
+        return str(self.cfg["consumers"]["topics"][0])
+
     async def create_topics(self) -> None:
         code, out = await run_cli(
             ["-m", "gateway", "topics", "create", "--config", str(self.config_path)],
@@ -199,6 +213,14 @@ class Stack:
         if wait:
             await consumer.wait_ready()
         return consumer
+
+    async def start(self, consumers: int = 1) -> tuple[Gateway, list[Consumer]]:
+        """The gateway and ``consumers`` consumers, started at once (each waited for)."""
+        gw, *started = await asyncio.gather(
+            self.start_gateway(), *(self.start_consumer() for _ in range(consumers))
+        )
+        assert isinstance(gw, Gateway)
+        return gw, [c for c in started if isinstance(c, Consumer)]
 
     async def close(self) -> None:
         procs: list[Gateway | Consumer] = [*self.consumers]
@@ -260,6 +282,19 @@ async def all_delivered(
         await wait_for(done, within, f"all {len(want)} acknowledged events to be delivered")
 
 
+async def settle(
+    s: Stack,
+    tally: Tally,
+    delivered: Callable[[], Awaitable[Counter[str]] | Counter[str]],
+    profile: Profile,
+) -> Counter[str]:
+    """Wait (bounded) until every acked id was delivered, and a little longer for late
+    duplicates; then how often each id is in the scenario's raw topic."""
+    await all_delivered(tally.acked, delivered, profile.settle)
+    await asyncio.sleep(2)  # late duplicates, if any, arrive now
+    return await topic_ids(s.bootstrap, s.raw_topic, expect=len(tally.acked))
+
+
 def _kafka_port_pair() -> int:
     """A free port whose successor (the KRaft controller port) is free too, below the
     ephemeral range: the broker is restarted, and meanwhile an ephemeral port (a
@@ -316,8 +351,7 @@ async def kafka_outage(env: Env, profile: Profile) -> Result:
                 },
             )
             async with stack(env, "s1", cfg) as s:
-                gw = await s.start_gateway()
-                await s.start_consumer()
+                gw, _ = await s.start()
                 seconds = profile.before + profile.kafka_outage + profile.after + 40
                 load = traffic(env, gw, profile, seconds)
                 load.start()
@@ -355,52 +389,77 @@ async def kafka_outage(env: Env, profile: Profile) -> Result:
 # --- 2. consumers SIGKILLed under load --------------------------------------------
 
 
-# Deliveries one consumer runs at once. A SIGKILL can land after the sink accepted a
-# delivery and before its dedup mark was written; only those are delivered again, so
-# duplicates are bounded by kills x this (at-least-once; see docs/reliability.md).
+# Deliveries one consumer runs at once. A SIGKILL can land after a sink accepted a
+# delivery and before its dedup mark was written; a sink that cannot tell it already
+# holds the event (http) then gets it again, so its duplicates are bounded by
+# kills x this (at-least-once; see docs/reliability.md).
 KILL_PARALLEL = 10
 
 
 async def consumer_kills(env: Env, profile: Profile) -> Result:
     name = f"2 consumer SIGKILL x{profile.consumer_kills} (2 consumers)"
-    async with target() as hook:
-        cfg = config(
-            env,
-            env.kafka_bootstrap,
-            f"faults.raw.{_uid()}",
-            f"faults.dlq.{_uid()}",
-            sinks={"hook": {"type": "http", "url": hook.url}},
+    table = f"faults_{_uid()}"
+    events_file = env.path(f"s2-events-{_uid()}.jsonl")
+    try:
+        async with target() as hook:
+            cfg = config(
+                env,
+                env.kafka_bootstrap,
+                f"faults.raw.{_uid()}",
+                f"faults.dlq.{_uid()}",
+                sinks={
+                    "pg": {"type": "postgres", "dsn": env.database_url, "table": table},
+                    # Both consumers append to one file, as a shared volume would.
+                    "file": {"type": "file", "path": str(events_file)},
+                    "hook": {"type": "http", "url": hook.url},
+                },
+            )
+            cfg["consumers"]["concurrency"] = {"max_parallel": KILL_PARALLEL}
+            async with stack(env, "s2", cfg) as s:
+                gw, (victim, _) = await s.start(consumers=2)
+                seconds = profile.before + profile.consumer_kills * profile.kill_interval + 40
+                load = traffic(env, gw, profile, seconds)
+                load.start()
+                await asyncio.sleep(profile.before)
+                for _ in range(profile.consumer_kills):
+                    victim.signal(signal.SIGKILL)
+                    await victim.wait(10)
+                    victim = await s.start_consumer()
+                    await asyncio.sleep(profile.kill_interval)
+                tally = await load.stop()
+
+                async def everywhere() -> Counter[str]:
+                    rows = await table_ids(env.database_url, table)
+                    return rows & jsonl_ids(events_file)[0] & hook.delivered
+
+                kafka_ids = await settle(s, tally, everywhere, profile)
+                lines, torn = jsonl_ids(events_file)
+                # What a receiver deduplicating on Idempotency-Key sees, per event id.
+                per_key = hook.per_key
+                keyed = Counter({i: per_key[idempotency_key(i) or ""] for i in tally.acked})
+                bound = profile.consumer_kills * KILL_PARALLEL
+                result = reconcile_sinks(
+                    name,
+                    tally,
+                    kafka_ids,
+                    [
+                        SinkCount("pg", await table_ids(env.database_url, table), "rows per id"),
+                        SinkCount("file", lines, "lines per id"),
+                        SinkCount("hook", keyed, "requests per Idempotency-Key", bound),
+                    ],
+                )
+        result.notes.append(
+            f"consumer processes started: {len(s.consumers)}; http duplicates "
+            f"{result.sinks[2].duplicates} (bound: {profile.consumer_kills} kills x "
+            f"{KILL_PARALLEL} deliveries in flight = {bound}; receivers dedupe by "
+            "Idempotency-Key); postgres and file must hold each event once"
         )
-        cfg["consumers"]["concurrency"] = {"max_parallel": KILL_PARALLEL}
-        async with stack(env, "s2", cfg) as s:
-            gw = await s.start_gateway()
-            victim = await s.start_consumer()
-            await s.start_consumer()
-            seconds = profile.before + profile.consumer_kills * profile.kill_interval + 40
-            load = traffic(env, gw, profile, seconds)
-            load.start()
-            await asyncio.sleep(profile.before)
-            for _ in range(profile.consumer_kills):
-                victim.signal(signal.SIGKILL)
-                await victim.wait(10)
-                victim = await s.start_consumer()
-                await asyncio.sleep(profile.kill_interval)
-            tally = await load.stop()
-            await all_delivered(tally.acked, lambda: hook.delivered, profile.settle)
-            await asyncio.sleep(2)
-            kafka_ids = await topic_ids(
-                s.bootstrap, cfg["consumers"]["topics"][0], expect=len(tally.acked)
-            )
-            bound = profile.consumer_kills * KILL_PARALLEL
-            result = reconcile(
-                name, tally, kafka_ids, Counter(hook.delivered), allowed_duplicates=bound
-            )
-            result.notes.append(
-                f"consumer processes started: {len(s.consumers)}; duplicates "
-                f"{result.duplicates} (bound: {profile.consumer_kills} kills x "
-                f"{KILL_PARALLEL} deliveries in flight = {bound})"
-            )
-            return result
+        if torn:
+            result.notes.append(f"file: {torn} line(s) that are not an event (torn writes)")
+        return result
+    finally:
+        with contextlib.suppress(Exception):
+            await drop_table(env.database_url, table)
 
 
 # --- 3. a sink down, then a sink that keeps failing (DLQ, replay) ----------------
@@ -418,8 +477,7 @@ async def sink_down(env: Env, profile: Profile) -> Result:
             retry={"initial_ms": 200, "max_ms": 5000, "max_attempts": 1000},
         )
         async with stack(env, "s3a", cfg) as s:
-            gw = await s.start_gateway()
-            await s.start_consumer()
+            gw, _ = await s.start()
             load = traffic(env, gw, profile, profile.before * 2 + profile.sink_down)
             load.start()
             await asyncio.sleep(profile.before)
@@ -429,11 +487,7 @@ async def sink_down(env: Env, profile: Profile) -> Result:
             hook.status = 200
             await asyncio.sleep(profile.before)
             tally = await load.stop()
-            await all_delivered(tally.acked, lambda: hook.delivered, profile.settle)
-            await asyncio.sleep(2)
-            kafka_ids = await topic_ids(
-                s.bootstrap, cfg["consumers"]["topics"][0], expect=len(tally.acked)
-            )
+            kafka_ids = await settle(s, tally, lambda: hook.delivered, profile)
             result = reconcile(name, tally, kafka_ids, Counter(hook.delivered))
             result.notes.append(f"deliveries refused by the sink while down: {refused}")
             if not refused:
@@ -455,8 +509,7 @@ async def sink_dlq_replay(env: Env, profile: Profile) -> Result:
             retry={"initial_ms": 20, "max_ms": 100, "max_attempts": 3},
         )
         async with stack(env, "s3b", cfg) as s:
-            gw = await s.start_gateway()
-            await s.start_consumer()
+            gw, _ = await s.start()
             load = traffic(env, gw, profile, 60)
             load.max_requests = profile.dlq_events
             load.start()
@@ -508,8 +561,7 @@ async def gateway_sigterm(env: Env, profile: Profile) -> Result:
             sinks={"hook": {"type": "http", "url": hook.url}},
         )
         async with stack(env, "s4", cfg) as s:
-            gw = await s.start_gateway()
-            await s.start_consumer()
+            gw, _ = await s.start()
             load = traffic(env, gw, profile, profile.before + 30)
             load.start()
             await asyncio.sleep(profile.before)
@@ -517,11 +569,7 @@ async def gateway_sigterm(env: Env, profile: Profile) -> Result:
             code = await gw.wait(30)
             await asyncio.sleep(0.5)  # senders now meet a closed port
             tally = await load.stop()
-            await all_delivered(tally.acked, lambda: hook.delivered, profile.settle)
-            await asyncio.sleep(2)
-            kafka_ids = await topic_ids(
-                s.bootstrap, cfg["consumers"]["topics"][0], expect=len(tally.acked)
-            )
+            kafka_ids = await settle(s, tally, lambda: hook.delivered, profile)
             result = reconcile(name, tally, kafka_ids, Counter(hook.delivered))
             result.notes.append(
                 f"gateway exit status {code}; refused afterwards: {dict(tally.errors)}"
@@ -549,8 +597,7 @@ async def redis_outage(env: Env, profile: Profile) -> Result:
                 redis_url=f"redis://127.0.0.1:{redis.port}/0",
             )
             async with stack(env, "s5", cfg) as s:
-                gw = await s.start_gateway()
-                await s.start_consumer()
+                gw, _ = await s.start()
                 load = traffic(env, gw, profile, profile.before * 2 + profile.redis_outage + 30)
                 load.start()
                 await asyncio.sleep(profile.before)
@@ -565,11 +612,7 @@ async def redis_outage(env: Env, profile: Profile) -> Result:
                 outage = time.monotonic() - started
                 await asyncio.sleep(profile.before)
                 tally = await load.stop()
-                await all_delivered(tally.acked, lambda: hook.delivered, profile.settle)
-                await asyncio.sleep(2)
-                kafka_ids = await topic_ids(
-                    s.bootstrap, cfg["consumers"]["topics"][0], expect=len(tally.acked)
-                )
+                kafka_ids = await settle(s, tally, lambda: hook.delivered, profile)
                 result = reconcile(name, tally, kafka_ids, Counter(hook.delivered))
                 result.notes.append(
                     f"deliveries while Redis was down (after a 1 s grace): {during} "
@@ -582,6 +625,16 @@ async def redis_outage(env: Env, profile: Profile) -> Result:
         await redis.down()
 
 
+# --- 6. Kafka stopped with the durable spool enabled (faults/spool_scenario.py) -------
+
+
+async def durable_spool(env: Env, profile: Profile) -> Result:
+    # Imported here: that module builds on this one.
+    from faults.spool_scenario import durable_spool as scenario
+
+    return await scenario(env, profile)
+
+
 SCENARIOS: dict[str, Callable[[Env, Profile], Awaitable[Result]]] = {
     "1": kafka_outage,
     "2": consumer_kills,
@@ -589,4 +642,5 @@ SCENARIOS: dict[str, Callable[[Env, Profile], Awaitable[Result]]] = {
     "3b": sink_dlq_replay,
     "4": gateway_sigterm,
     "5": redis_outage,
+    "6": durable_spool,
 }

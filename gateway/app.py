@@ -10,7 +10,10 @@ Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 40
 method, 429 over the source's rate limit, 503 overloaded (checked first of all), 413
 declared or streamed body over the limit, 408 body too slow, 401
 verification, 400 body that must be JSON and is not, 503 Kafka did not acknowledge
-in time; else 202 with the event id.
+in time; else 202 with the event id. With the durable spool enabled
+(:mod:`gateway.spool`), a record Kafka did not acknowledge is journaled and answered
+202, and while the journal holds records new ones are journaled behind them; 503 then
+only when the journal is full or cannot be written.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway import extract, problem
 from gateway.config import GatewaySettings
 from gateway.metrics import IngressMetrics
-from gateway.producer import ProduceError, RecordProducer
+from gateway.producer import ProduceError, Record, RecordProducer
 from gateway.sources import Source
+from gateway.spool import Spool
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
 from webhook_common.contract import DEFAULT_CONTENT_TYPE, EventMeta, format_time
 
@@ -117,10 +121,12 @@ class Ingress:
         settings: GatewaySettings,
         state: IngressState | None = None,
         clock: Callable[[], float] = time.time,
+        spool: Spool | None = None,
     ) -> None:
         self.sources = list(sources)
         self.by_path = {s.path: s for s in self.sources}
         self.producer = producer
+        self.spool = spool
         self.metrics = metrics
         self.settings = settings
         self.state = state or IngressState()
@@ -300,17 +306,38 @@ class Ingress:
             http_headers={h: headers[h] for h in source.forward_headers if h in headers},
         )
 
+        key = entity_id.encode()
+        record_headers = meta.to_headers()
+        spool = self.spool
         produce_started = time.perf_counter()
         try:
-            await self.producer.send(
-                source.topic, entity_id.encode(), body, meta.to_headers(), self._ack_timeout
-            )
+            if spool is not None and spool.active:
+                # Queue behind the spooled records, so none for this key is overtaken.
+                record = Record(source.topic, key, body, record_headers)
+                await spool.append(record, source=source.name, reason="backlog")
+            else:
+                await self.producer.send(source.topic, key, body, record_headers, self._ack_timeout)
         except ProduceError as exc:
-            self.metrics.produce_failures.labels(source.name, exc.reason).inc()
-            log.warning(
-                "record not acknowledged: %s", exc, extra={"source": source.name, "id": event_id}
-            )
-            return await self._fail(send, scope, problem.unavailable(str(exc), self._retry_after))
+            failure: ProduceError | None = exc
+            if spool is not None and exc.retriable:
+                record = Record(source.topic, key, body, record_headers)
+                try:
+                    await spool.append(
+                        record, source=source.name, reason=exc.reason, pending=exc.pending
+                    )
+                    failure = None
+                except ProduceError as spool_exc:
+                    failure = spool_exc
+            if failure is not None:
+                self.metrics.produce_failures.labels(source.name, failure.reason).inc()
+                log.warning(
+                    "record not acknowledged: %s",
+                    failure,
+                    extra={"source": source.name, "id": event_id},
+                )
+                return await self._fail(
+                    send, scope, problem.unavailable(str(failure), self._retry_after)
+                )
         finally:
             self._produce[source.name].observe(time.perf_counter() - produce_started)
 
@@ -424,8 +451,8 @@ _ERRORS = {
     "408": "Body not received within the body timeout",
     "413": "Body over the source's limit",
     "429": "Over the source's rate limit (see `Retry-After`)",
-    "503": "Kafka did not acknowledge in time, or too many requests in progress "
-    "(see `Retry-After`)",
+    "503": "Kafka did not acknowledge in time (and the durable spool, when enabled, is "
+    "full), or too many requests in progress (see `Retry-After`)",
 }
 
 
@@ -433,7 +460,8 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     responses: dict[str, Any] = {
         "202": {
-            "description": "Verified and acknowledged by Kafka",
+            "description": "Verified and acknowledged by Kafka (or, with the durable "
+            "spool enabled, written to its journal)",
             "content": {
                 "application/json": {
                     "schema": {

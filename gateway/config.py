@@ -123,11 +123,32 @@ class HttpLimits(StrictModel):
     max_connections: int = Field(default=4096, ge=1, le=1_000_000)
 
 
+class SpoolSettings(StrictModel):
+    """``gateway.spool``: the optional durable spool (see ``gateway/spool.py`` and
+    ``docs/reliability.md``, scenario 6). Off by default."""
+
+    enabled: bool = False
+    # One directory per gateway process (a lock file enforces it); the journal holds
+    # webhook bodies at rest (files 0600, directory 0700).
+    path: Path = Path("./var/spool")
+    # Most bytes of undrained records; over it, 503 as without a spool.
+    max_bytes: int = Field(default=1024 * MiB, ge=MiB, le=1 << 50)
+    # Journal segment size; a fully drained segment file is deleted.
+    segment_bytes: int = Field(default=64 * MiB, ge=64 * 1024, le=4096 * MiB)
+    # fsync before answering 202 (off: survives a process crash, not a power loss).
+    fsync: bool = True
+    # Records the drainer hands to the producer at once.
+    drain_batch: int = Field(default=500, ge=1, le=100_000)
+    # Pause between drain attempts while Kafka does not acknowledge.
+    retry_seconds: float = Field(default=1.0, gt=0, le=300)
+
+
 class GatewaySettings(StrictModel):
     """``gateway``: process-wide ingress settings."""
 
     producer: ProducerSettings = ProducerSettings()
     http: HttpLimits = HttpLimits()
+    spool: SpoolSettings = SpoolSettings()
     max_in_flight: int = Field(default=1000, ge=1, le=1_000_000)
     retry_after_seconds: int = Field(default=1, ge=0, le=3600)
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)

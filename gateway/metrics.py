@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 PREFIX = "webhookgw_ingress_"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FSYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 
 
@@ -46,8 +47,8 @@ class IngressMetrics:
         )
         self.produce_failures = Counter(
             PREFIX + "produce_failures",
-            "Records Kafka did not acknowledge (answered 503), by source and reason "
-            "(timeout, error, overloaded).",
+            "Records Kafka did not acknowledge and the gateway answered 503, by source and "
+            "reason (timeout, error, overloaded, spool_full, spool_error).",
             ["source", "reason"],
             registry=registry,
         )
@@ -92,5 +93,34 @@ class IngressMetrics:
             PREFIX + "secret_matched",
             "Verified requests by which configured secret matched (rotation progress).",
             ["source", "index"],
+            registry=registry,
+        )
+        # The durable spool (gateway.spool); zero while it is disabled.
+        self.spooled = Counter(
+            PREFIX + "spooled",
+            "Records written to the durable spool and answered 202, by source and reason "
+            "(timeout, error: Kafka did not acknowledge; backlog: the spool was not empty).",
+            ["source", "reason"],
+            registry=registry,
+        )
+        self.spool_drained = Counter(
+            PREFIX + "spool_drained",
+            "Spooled records Kafka acknowledged (or already had) and the spool released.",
+            registry=registry,
+        )
+        self.spool_backlog_records = Gauge(
+            PREFIX + "spool_backlog_records",
+            "Records in the durable spool not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.spool_backlog_bytes = Gauge(
+            PREFIX + "spool_backlog_bytes",
+            "Journal bytes of the records not yet acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.spool_fsync_duration = Histogram(
+            PREFIX + "spool_fsync_duration_seconds",
+            "Time to write and fsync one group commit of the spool journal.",
+            buckets=_FSYNC_BUCKETS,
             registry=registry,
         )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -29,13 +30,35 @@ Headers = list[tuple[str, bytes]]
 
 class ProduceError(WebhookGatewayError):
     """Kafka did not acknowledge a record. ``reason`` is a metric label:
-    ``timeout`` (deadline passed) or ``error`` (the client reported a failure)."""
+    ``timeout`` (deadline passed) or ``error`` (the client reported a failure).
 
-    retriable = True
+    ``retriable``: the same record may be accepted later (the durable spool keeps only
+    those). ``pending``: after a timeout, the producer still holds the record and this
+    future resolves when Kafka finally acknowledged or refused it; the spool waits for
+    it instead of sending a second copy."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        retriable: bool = True,
+        pending: asyncio.Future[Any] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.reason = reason
+        self.retriable = retriable
+        self.pending = pending
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One Kafka record as the gateway writes it."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: Headers
 
 
 class RecordProducer(Protocol):
@@ -114,7 +137,8 @@ class KafkaProducer:
     ) -> None:
         producer = self._producer
         if producer is None:
-            raise ProduceError("error", "the Kafka producer is not running")
+            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+        delivery: asyncio.Future[Any] | None = None
         try:
             async with asyncio.timeout(deadline):
                 delivery = await producer.send(topic, value=value, key=key, headers=headers)
@@ -123,10 +147,34 @@ class KafkaProducer:
                 await asyncio.shield(delivery)
         except TimeoutError:
             raise ProduceError(
-                "timeout", f"Kafka did not acknowledge within {deadline:g} s"
+                "timeout", f"Kafka did not acknowledge within {deadline:g} s", pending=delivery
             ) from None
         except KafkaError as exc:
-            raise ProduceError("error", f"Kafka refused the record: {type(exc).__name__}") from exc
+            raise ProduceError(
+                "error",
+                f"Kafka refused the record: {type(exc).__name__}",
+                retriable=bool(exc.retriable),
+            ) from exc
+
+    async def enqueue(self, record: Record) -> asyncio.Future[Any]:
+        """Hand ``record`` to the producer without waiting for Kafka; the future
+        resolves when Kafka acknowledged (or refused) it. Records enqueued one after
+        the other keep that order per partition (idempotent producer). The durable
+        spool drains through this."""
+        producer = self._producer
+        if producer is None:
+            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+        try:
+            future: asyncio.Future[Any] = await producer.send(
+                record.topic, value=record.value, key=record.key, headers=record.headers
+            )
+        except KafkaError as exc:
+            raise ProduceError(
+                "error",
+                f"Kafka refused the record: {type(exc).__name__}",
+                retriable=bool(exc.retriable),
+            ) from exc
+        return future
 
     async def readiness(self) -> str | None:
         now = time.monotonic()

@@ -8,7 +8,9 @@ SIGTERM / SIGINT: ``/readyz`` turns 503 at once; after ``shutdown_delay_seconds`
 (time for a load balancer to notice) the webhook port stops accepting, requests in
 progress finish (up to ``shutdown_grace_seconds``), the producer flushes and
 disconnects, and the admin port closes last. A request only gets 202 after Kafka
-acknowledged it, so nothing answered 202 is lost.
+acknowledged it (or, with ``gateway.spool`` enabled, after it is in the fsynced
+journal), so nothing answered 202 is lost. The spool drains for a few seconds more
+before the producer flushes; what is left is drained at the next start.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
 from gateway.producer import KafkaProducer, RecordProducer
 from gateway.sources import Source
+from gateway.spool import Spool, SpoolOpenError, enqueue_via_send
 from webhook_common.errors import WebhookGatewayError
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,10 @@ class _Server(uvicorn.Server):
 
 
 def create_admin_app(
-    state: IngressState, producer: RecordProducer, registry: CollectorRegistry
+    state: IngressState,
+    producer: RecordProducer,
+    registry: CollectorRegistry,
+    spool: Spool | None = None,
 ) -> FastAPI:
     admin = FastAPI(title="webhook-gateway admin", docs_url=None, redoc_url=None)
     problem_handlers(admin, lambda status: None)
@@ -69,6 +75,8 @@ def create_admin_app(
 
     async def not_ready_reason() -> str | None:
         reason = "shutting down" if state.shutting_down else await producer.readiness()
+        if reason and spool is not None and not state.shutting_down and not spool.broken:
+            reason = None  # Kafka down is what the spool is for: keep accepting
         ready.set(0 if reason else 1)
         return reason
 
@@ -82,10 +90,16 @@ def create_admin_app(
         return {"status": "ok"}
 
     @admin.get("/readyz", response_model=None)
-    async def readyz() -> dict[str, str] | Response:
+    async def readyz() -> dict[str, Any] | Response:
         reason = await not_ready_reason()
         if reason is None:
-            return {"status": "ready"}
+            if spool is None:
+                return {"status": "ready"}
+            detail: dict[str, Any] = {"status": "ready", "spool": spool.status()}
+            kafka = await producer.readiness()
+            if kafka is not None:
+                detail["kafka"] = kafka
+            return detail
         p = problem.unavailable(f"not ready: {reason}", 1)
         return Response(
             p.body("/readyz"),
@@ -165,7 +179,6 @@ async def serve(
         )
         producer = kafka_producer
     state = IngressState()
-    ingress = Ingress(sources, producer, metrics, settings, state)
 
     web_sock = bind(listen.host, listen.port)
     try:
@@ -182,16 +195,32 @@ async def serve(
                     f"cannot connect to Kafka at {cfg.kafka.bootstrap_servers!r}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from None
+        spool: Spool | None = None
         try:
+            if settings.spool.enabled:
+                ack_timeout = settings.producer.ack_timeout_seconds
+                enqueue = (
+                    kafka_producer.enqueue
+                    if kafka_producer is not None
+                    else enqueue_via_send(producer, ack_timeout)
+                )
+                try:
+                    spool = await Spool.open(settings.spool, metrics, enqueue, ack_timeout)
+                except SpoolOpenError as exc:
+                    raise StartupError(str(exc)) from None
+                spool.start()
+            ingress = Ingress(sources, producer, metrics, settings, state, spool=spool)
             await _run(
                 ingress,
-                create_admin_app(state, producer, registry),
+                create_admin_app(state, producer, registry, spool),
                 settings,
                 web_sock,
                 admin_sock,
                 kafka_producer.stop if kafka_producer is not None else None,
             )
         finally:
+            if spool is not None:
+                await spool.stop(drain_within=0)
             if kafka_producer is not None:
                 await kafka_producer.stop()
 
@@ -233,8 +262,11 @@ async def _run(
             await asyncio.sleep(settings.shutdown_delay_seconds)
         web.should_exit = True
         await web_task
-        # Every request has been answered; deliver what the producer still buffers
-        # (records whose requests timed out) before the admin port goes away.
+        # Every request has been answered; give the spool a few seconds to drain (the
+        # rest stays on disk), then deliver what the producer still buffers (records
+        # whose requests timed out) before the admin port goes away.
+        if ingress.spool is not None:
+            await ingress.spool.stop()
         if flush is not None:
             await flush()
         admin.should_exit = True

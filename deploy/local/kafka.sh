@@ -31,9 +31,12 @@ jars() {
     need_java
     echo "kafka.sh: fetching Kafka jars from Maven Central into $libs"
     rm -rf "$libs"
-    mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
-        -DoutputDirectory="$libs" -DincludeScope=runtime \
-        || die "mvn could not resolve deploy/local/pom.xml (is Maven Central reachable?)"
+    mkdir -p "$cache"
+    if ! mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$libs" -DincludeScope=runtime >"$cache/mvn.log" 2>&1; then
+        tail -n 20 "$cache/mvn.log" >&2
+        die "mvn could not resolve deploy/local/pom.xml (is Maven Central reachable?); log: $cache/mvn.log"
+    fi
     touch "$libs/.complete"
 }
 

@@ -7,9 +7,7 @@ real Crystallize verifier; only the Kafka producer is a fake.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +16,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from faults.target import ServerThread
 from gateway import config as gwconfig
 from gateway.app import Ingress, IngressState, create_app
 from gateway.metrics import IngressMetrics
@@ -58,8 +57,7 @@ class LiveServer:
         self.options = _web_options(self.ingress, cfg.gateway.http)
         self.bytes_received = 0
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ServerThread | None = None
 
     def _counting_protocol(self) -> type[Any]:
         """The guarded protocol, also counting every byte the server read (test hook)."""
@@ -84,32 +82,20 @@ class LiveServer:
             log_config=None,
             access_log=False,
             server_header=False,
+            loop="asyncio",
             **{**self.options, "http": self._counting_protocol()},
         )
-        server = uvicorn.Server(config)
-        self._server = server
-
-        def run() -> None:
-            asyncio.run(server.serve(sockets=[sock]))
-
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise AssertionError("live server did not start")
-            time.sleep(0.01)
+        self._server = ServerThread(config, "live server")
+        self._server.start(sockets=[sock])
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
-            self._server = None
+        if self._server is not None:
+            self._server.stop()
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._server is not None and self._server.alive
 
     @property
     def url(self) -> str:

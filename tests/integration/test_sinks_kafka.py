@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
@@ -17,32 +16,8 @@ from consumers.event import Event
 from consumers.plugins import build_sinks
 from consumers.sinks import BatchSink, SinkContext, SinkError
 from consumers.testing import SinkContract, make_event
+from faults.reconcile import read_topic
 from tests.integration.conftest import TopicFactory
-
-
-async def consume(bootstrap: str, topic: str, expected: int) -> list[ConsumerRecord[Any, Any]]:
-    """Every record of ``topic`` from the start, once ``expected`` are there (bounded)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    got: list[ConsumerRecord[Any, Any]] = []
-    try:
-        async with asyncio.timeout(30):
-            while len(got) < expected:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    got.extend(records)
-        # A little longer, so a duplicate beyond `expected` would be seen too.
-        for records in (await consumer.getmany(timeout_ms=300)).values():
-            got.extend(records)
-    finally:
-        await consumer.stop()
-    return got
 
 
 def header(record: ConsumerRecord[Any, Any], name: str) -> str:
@@ -70,7 +45,7 @@ class TestKafkaSinkContract(SinkContract):
         return {"topic": self.topic}  # a template without placeholders is one fixed topic
 
     async def delivered(self, expected: int) -> list[str]:
-        return [header(r, "ce_id") for r in await consume(self.bootstrap, self.topic, expected)]
+        return [header(r, "ce_id") for r in await read_topic(self.bootstrap, self.topic, expected)]
 
     def broken_config(self) -> dict[str, Any] | None:
         # The broker does not auto-create topics, and the sink is not asked to.
@@ -111,7 +86,7 @@ async def test_republished_record_matches_the_original(
         await sink.send(event)
     finally:
         await sink.aclose()
-    (record,) = await consume(kafka_bootstrap, topic, 1)
+    (record,) = await read_topic(kafka_bootstrap, topic, 1)
     assert record.key == b"order-9"
     assert record.value == b'{"raw":  true}'
     assert list(record.headers) == event.meta().to_headers()
@@ -144,8 +119,8 @@ async def test_template_routes_by_source_and_type_and_creates_topics(
         await asyncio.wait_for(sink.send_batch([created, paid, created]), 60)
     finally:
         await sink.aclose()
-    first = await consume(kafka_bootstrap, created_topics[0], 2)
-    second = await consume(kafka_bootstrap, created_topics[1], 1)
+    first = await read_topic(kafka_bootstrap, created_topics[0], 2)
+    second = await read_topic(kafka_bootstrap, created_topics[1], 1)
     assert [header(r, "ce_id") for r in first] == [created.id, created.id]
     assert [header(r, "ce_id") for r in second] == [paid.id]
 

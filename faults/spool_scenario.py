@@ -1,0 +1,131 @@
+"""Scenario 6: scenario 1 (a private Kafka stopped under load, then restarted) with the
+gateway's durable spool enabled. Every request must be answered 202, none 503; after
+the restart every acknowledged id must be in Kafka exactly once and delivered once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+
+from faults.procs import FaultError, Gateway, LocalService
+from faults.reconcile import Result, drop_table, reconcile, table_ids, topic_ids
+from faults.scenarios import Env, Profile, all_delivered, config, stack, target, traffic
+
+
+def private_kafka_port() -> int:
+    """A free port whose successor (the KRaft controller port) is free too, below the
+    ephemeral range and apart from scenario 1's range, so a restarted broker does not
+    find its port taken by a client's outgoing connection."""
+    start = 24000 + 2 * (os.getpid() % 1500)
+    ports: list[int] = [*range(start, 27000, 2), *range(24000, start, 2)]
+    for port in ports:
+        try:
+            for p in (port, port + 1):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise FaultError("no free pair of ports for a private Kafka in 24000-26999")
+
+
+async def spool_status(gateway: Gateway) -> dict[str, Any]:
+    """The ``spool`` part of the gateway's ``/readyz`` ({} when it cannot be read)."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            r = await client.get(gateway.admin_url + "/readyz")
+            spool = r.json().get("spool")
+            return spool if isinstance(spool, dict) else {}
+    return {}
+
+
+async def durable_spool(env: Env, profile: Profile) -> Result:
+    name = "6 Kafka stopped, spool enabled"
+    port = private_kafka_port()
+    kafka = LocalService("kafka", port, env.path("kafka-private-spool"))
+    table = f"faults_{uuid.uuid4().hex[:10]}"
+    await kafka.up()
+    try:
+        async with target() as hook:
+            raw = f"faults.raw.{uuid.uuid4().hex[:10]}"
+            cfg = config(
+                env,
+                f"127.0.0.1:{port}",
+                raw,
+                f"faults.dlq.{uuid.uuid4().hex[:10]}",
+                sinks={
+                    "pg": {"type": "postgres", "dsn": env.database_url, "table": table},
+                    "hook": {"type": "http", "url": hook.url},
+                },
+            )
+            spool_dir = env.path(f"s6-spool-{uuid.uuid4().hex[:6]}")
+            cfg["gateway"]["spool"] = {
+                "enabled": True,
+                "path": str(spool_dir),
+                "max_bytes": 256 * 1024 * 1024,
+            }
+            async with stack(env, "s6", cfg) as s:
+                gw, _ = await s.start()
+                seconds = profile.before + profile.kafka_outage + profile.after + 40
+                load = traffic(env, gw, profile, seconds)
+                load.start()
+                await asyncio.sleep(profile.before)
+                await kafka.down()
+                load.phase("outage")
+                peak = 0
+                outage_ends = time.monotonic() + profile.kafka_outage
+                while time.monotonic() < outage_ends:
+                    peak = max(peak, int((await spool_status(gw)).get("records", 0)))
+                    await asyncio.sleep(1.0)
+                load.phase("recovery")
+                await kafka.up()
+                restarted = time.monotonic()
+                drained_after: float | None = None
+                while time.monotonic() - restarted < profile.settle:
+                    status = await spool_status(gw)
+                    if status.get("records") == 0:
+                        drained_after = time.monotonic() - restarted
+                        break
+                    peak = max(peak, int(status.get("records", 0)))
+                    await asyncio.sleep(0.5)
+                await asyncio.sleep(profile.after)
+                tally = await load.stop()
+                outage = load.during.get("outage")
+
+                async def rows() -> Counter[str]:
+                    return await table_ids(env.database_url, table)
+
+                await all_delivered(tally.acked, rows, profile.settle)
+                await asyncio.sleep(2)  # late duplicates, if any, arrive now
+                kafka_ids = await topic_ids(s.bootstrap, raw, expect=len(tally.acked))
+                result = reconcile(name, tally, kafka_ids, await rows(), hook.delivered)
+        if outage is not None:
+            result.notes.append(
+                f"while Kafka was down: {outage.sent} sent, {outage.statuses[202]} answered "
+                f"202, {outage.unavailable} answered 503, {outage.other} other"
+            )
+            if not outage.statuses[202]:
+                result.failures.append("nothing was accepted while Kafka was down")
+        result.notes.append(
+            f"spool backlog peak {peak} record(s); drained "
+            + (f"{drained_after:.1f} s after the restart" if drained_after is not None else "-")
+        )
+        if drained_after is None:
+            result.failures.append("the spool did not drain after Kafka returned")
+        if tally.unavailable or tally.other:
+            result.failures.append(
+                f"{tally.unavailable} answered 503 and {tally.other} other: expected only 202"
+            )
+        return result
+    finally:
+        await kafka.down()
+        with contextlib.suppress(Exception):
+            await drop_table(env.database_url, table)
