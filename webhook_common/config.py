@@ -129,10 +129,14 @@ def load_file(
     return result
 
 
+# The password of a URL's userinfo (postgresql://user:pw@host/db, redis://:pw@host).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
 def _show(value: Any, path: Sequence[str | int]) -> str:
     if is_secret_key(path) or isinstance(value, SecretStr):
         return REDACTED
-    text = repr(value)
+    text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 

@@ -130,3 +130,14 @@ def test_unknown_top_level_section_is_named(tmp_path: Path) -> None:
     cfg.write_text("kafka: {}\nsoruces: []\n")
     with pytest.raises(ConfigError, match="soruces: no such section: expected one of kafka"):
         load_file(cfg, env={})
+
+
+def test_password_in_a_url_value_is_redacted() -> None:
+    class Sink(StrictModel):
+        dsn: int
+
+    with pytest.raises(ConfigError) as info:
+        validate(Sink, {"dsn": "postgresql://app:pa55word@db:5432/x"})
+    msg = str(info.value)
+    assert "pa55word" not in msg
+    assert "postgresql://app:<redacted>@db:5432/x" in msg
