@@ -52,8 +52,8 @@ async def durable_spool(env: Env, profile: Profile) -> Result:
     port = private_kafka_port()
     kafka = LocalService("kafka", port, env.path("kafka-private-spool"))
     table = f"faults_{uuid.uuid4().hex[:10]}"
-    await kafka.up()
     try:
+        await kafka.up()  # inside: a failed `up` may still have started the broker
         async with target() as hook:
             raw = f"faults.raw.{uuid.uuid4().hex[:10]}"
             cfg = config(

@@ -27,8 +27,12 @@ treats an event whose id is among them as already delivered and returns without 
 crash is at most one event per delivery slot (``concurrency.max_parallel``) and those
 lines are the last ones this process wrote, so the default 8 MiB covers it with a wide
 margin, unless other processes append more than that to the same file before the
-restart. The set is read once and bounded by the tail size; it answers "does this file
-already hold event X", so do not point two sink names at one file expecting a line each.
+restart. When several consumer processes append to one file, a partition of a killed
+process may move to a process that is already running: so before each write the sink
+also reads what *other* processes appended since it last looked (one ``fstat`` per
+batch when nobody else writes) and adds those ids. The set is bounded
+(``_MAX_KNOWN_IDS``, oldest dropped first); it answers "does this file already hold
+event X", so do not point two sink names at one file expecting a line each.
 
 Delivery is otherwise at-least-once: after a failed write the event is retried and its
 line may appear twice (readers deduplicate on ``id``); after a write that failed
@@ -39,6 +43,7 @@ new line, so a torn fragment is one unparseable line.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -60,6 +65,10 @@ log = logging.getLogger(__name__)
 
 _MAX_BATCH_BYTES = 4 * 1024 * 1024
 _DEFAULT_TAIL = 8 * 1024 * 1024
+# Ids remembered as "in the file"; far more than the lines a crash can leave unmarked.
+_MAX_KNOWN_IDS = 200_000
+
+Pending = tuple[list[tuple[str, bytes]], "asyncio.Future[None]"]
 
 
 class FileSinkConfig(StrictModel):
@@ -151,21 +160,25 @@ class FileSink:
         self.name = name
         self.config = config
         self._fd: int | None = None
-        self._pending: deque[tuple[bytes, asyncio.Future[None]]] = deque()
+        self._pending: deque[Pending] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self._torn = False  # the last write stopped mid-line
         self._dirty = False  # written but not fsynced (batch mode)
         self._last_fsync = time.monotonic()
-        # Ids the file held at start (see the module docstring): never grows after that.
-        self._written_before: frozenset[str] = frozenset()
+        # Ids known to be in the file (see the module docstring), insertion-ordered so
+        # the oldest go first when the bound is reached.
+        self._known: dict[str, None] = {}
+        self._recovered = 0
+        # File size up to which the file has been read or written by us.
+        self._known_end = 0
         self._metrics = _metrics(context.registry)
 
     @property
     def recovered_ids(self) -> int:
         """How many event ids were found in the file's tail at start."""
-        return len(self._written_before)
+        return self._recovered
 
     async def start(self) -> None:
         if self._closed:
@@ -177,17 +190,19 @@ class FileSink:
         except OSError as exc:
             raise SinkError(self._describe(exc, "open"), retriable=True) from exc
         try:
-            self._written_before, self._torn = await asyncio.to_thread(self._recover, fd)
+            recovered, self._torn, self._known_end = await asyncio.to_thread(self._recover, fd)
         except OSError as exc:
             os.close(fd)
             raise SinkError(self._describe(exc, "read the end of"), retriable=True) from exc
         self._fd = fd
-        self._metrics.recovered.labels(self.name).set(len(self._written_before))
-        if self._written_before:
+        self._remember(recovered)
+        self._recovered = len(recovered)
+        self._metrics.recovered.labels(self.name).set(len(recovered))
+        if recovered:
             log.info(
                 "file sink %s: %d event id(s) in the last %d bytes of %s will not be written again",
                 self.name,
-                len(self._written_before),
+                len(recovered),
                 self.config.recover_tail_bytes,
                 self.config.path,
             )
@@ -198,39 +213,63 @@ class FileSink:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         return os.open(self.config.path, flags, self.config.mode)
 
-    def _recover(self, fd: int) -> tuple[frozenset[str], bool]:
-        """The ids in the file's tail, and whether the file ends mid-line.
+    def _recover(self, fd: int) -> tuple[set[str], bool, int]:
+        """The ids in the file's tail, whether the file ends mid-line, and its size.
 
         Reads up to the size seen through ``fd`` (opened first), so lines appended by
         other processes meanwhile are left out rather than read half-written.
         """
         size = os.fstat(fd).st_size
         if size == 0:
-            return frozenset(), False
-        limit = self.config.recover_tail_bytes
+            return set(), False, 0
         with open(self.config.path, "rb") as reader:
             reader.seek(size - 1)
             torn = reader.read(1) != b"\n"
-            if limit == 0:
-                return frozenset(), torn
+        return self._ids_between(0, size), torn, size
+
+    def _ids_between(self, begin: int, end: int) -> set[str]:
+        """Ids of the whole lines in ``[begin, end)`` of the file, at most the last
+        ``recover_tail_bytes`` of it. ``begin`` is 0 or the end of a line."""
+        limit = self.config.recover_tail_bytes
+        if limit == 0 or end <= begin:
+            return set()
+        with open(self.config.path, "rb") as reader:
             # One byte more than the window: tells whether the window starts on a line.
-            start = max(0, size - limit - 1)
+            start = max(begin, end - limit - 1)
             reader.seek(start)
-            data = reader.read(size - start)
-        from_start = start == 0
+            data = reader.read(end - start)
+        from_start = start == begin
         if not from_start and data[:1] == b"\n":
             data, from_start = data[1:], True
-        return frozenset(ids_in_tail(data, from_start=from_start)), torn
+        return ids_in_tail(data, from_start=from_start)
+
+    def _remember(self, ids: set[str]) -> None:
+        known = self._known
+        for event_id in ids:
+            known[event_id] = None
+        excess = len(known) - _MAX_KNOWN_IDS
+        if excess > 0:
+            for event_id in list(itertools.islice(known, excess)):
+                del known[event_id]
+
+    def _catch_up(self) -> tuple[set[str], int]:
+        """In the writer thread, before a write: ids other processes appended since we
+        last looked, and the file size now. Nothing is read when nobody else wrote."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size <= self._known_end:
+            return set(), size
+        return self._ids_between(self._known_end, size), size
 
     def _describe(self, exc: OSError, action: str) -> str:
         reason = exc.strerror or type(exc).__name__
         return f"file sink {self.name!r}: cannot {action} {str(self.config.path)!r}: {reason}"
 
-    def _already_written(self, event: Event) -> bool:
-        if event.id not in self._written_before:
+    def _already_written(self, event_id: str) -> bool:
+        if event_id not in self._known:
             return False
         self._metrics.already_written.labels(self.name).inc()
-        log.debug("file sink %s: event %s is in the file already, not written", self.name, event.id)
+        log.debug("file sink %s: event %s is in the file already, not written", self.name, event_id)
         return True
 
     def _require_open(self) -> None:
@@ -239,22 +278,18 @@ class FileSink:
             raise SinkError(f"file sink {self.name!r} is {state}", retriable=True)
 
     async def send(self, event: Event) -> None:
-        self._require_open()
-        if self._already_written(event):
-            return
-        await self._enqueue([event_line(event)])
+        await self._enqueue([(event.id, event_line(event))])
 
     async def send_batch(self, events: Sequence[Event]) -> None:
-        self._require_open()
-        lines = [event_line(e) for e in events if not self._already_written(e)]
-        if lines:
-            await self._enqueue(lines)
+        await self._enqueue([(e.id, event_line(e)) for e in events])
 
-    async def _enqueue(self, lines: list[bytes]) -> None:
+    async def _enqueue(self, lines: list[tuple[str, bytes]]) -> None:
         self._require_open()
-        # One future for all lines: they go into one write, so they succeed or fail together.
+        # Whether a line is in the file already is decided by the writer, right before it
+        # writes (after catching up with other writers). One future for all lines: they
+        # go into one write, so they succeed or fail together.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((b"".join(lines), done))
+        self._pending.append((lines, done))
         self._wake.set()
         await done
 
@@ -276,18 +311,17 @@ class FileSink:
                 return
 
     async def _write_some(self) -> None:
-        batch: list[tuple[bytes, asyncio.Future[None]]] = []
+        batch: list[Pending] = []
         size = 0
-        while self._pending and (not batch or size + len(self._pending[0][0]) <= _MAX_BATCH_BYTES):
-            item = self._pending.popleft()
-            batch.append(item)
-            size += len(item[0])
-        data = b"".join(chunk for chunk, _ in batch)
-        if self._torn:
-            data = b"\n" + data
+        while self._pending:
+            item_size = sum(len(line) for _, line in self._pending[0][0])
+            if batch and size + item_size > _MAX_BATCH_BYTES:
+                break
+            batch.append(self._pending.popleft())
+            size += item_size
+        error: SinkError | None = None
         try:
-            await asyncio.to_thread(self._write_blocking, data, self.config.fsync == "always")
-            error: SinkError | None = None
+            await asyncio.to_thread(self._write_batch, [lines for lines, _ in batch])
         except OSError as exc:
             error = SinkError(self._describe(exc, "write to"), retriable=True)
         except Exception as exc:  # never leave callers waiting on a dead writer
@@ -299,6 +333,37 @@ class FileSink:
                 done.set_result(None)
             else:
                 done.set_exception(error)
+
+    def _write_batch(self, items: list[list[tuple[str, bytes]]]) -> None:
+        """Writer thread: catch up with other writers, drop lines already in the file,
+        write the rest in one ``write``."""
+        recover = self.config.recover_tail_bytes > 0
+        before = self._known_end
+        if recover:
+            others, before = self._catch_up()
+            self._remember(others)
+        chunks = []
+        written: set[str] = set()
+        for lines in items:
+            for event_id, line in lines:
+                if recover and (event_id in written or self._already_written(event_id)):
+                    continue
+                chunks.append(line)
+                written.add(event_id)
+        if not chunks:
+            self._known_end = before
+            return
+        data = b"".join(chunks)
+        if self._torn:
+            data = b"\n" + data
+        self._write_blocking(data, self.config.fsync == "always")
+        if recover:
+            # Only after the write succeeded: a failed write is retried, not skipped.
+            self._remember(written)
+            after = os.fstat(self._fd).st_size if self._fd is not None else before
+            # Only our bytes in between: nothing to read next time. Otherwise another
+            # process wrote meanwhile; keep `before` so its lines are read next time.
+            self._known_end = after if after == before + len(data) else before
 
     def _write_blocking(self, data: bytes, fsync: bool) -> None:
         assert self._fd is not None

@@ -370,3 +370,73 @@ def test_recover_tail_bytes_is_bounded(tmp_path: Path) -> None:
         file_sink(tmp_path / "x.jsonl", recover_tail_bytes=-1)
     assert "consumers.sinks.out.recover_tail_bytes: got -1" in str(info.value)
     assert FileSinkConfig(path=tmp_path / "x").recover_tail_bytes == 8 * 1024 * 1024
+
+
+async def test_a_running_sink_learns_what_another_process_appended(tmp_path: Path) -> None:
+    # Two consumer processes share one file; one is killed after writing lines whose
+    # marks were not yet written, and its partition moves to the one already running.
+    path = tmp_path / "shared.jsonl"
+    registry = CollectorRegistry()
+    survivor = recovering_sink(path, registry)
+    await survivor.start()
+    try:
+        await survivor.send(make_event("k0", 0))
+        killed = [make_event(f"k{n}", n) for n in range(1, 4)]
+        await write_events(path, killed)  # the other process, then gone
+        for event in [*killed, make_event("k4", 4)]:  # redelivered after the rebalance
+            await survivor.send(event)
+    finally:
+        await survivor.aclose()
+    ids = [line["id"] for line in read_lines(path)]
+    assert len(ids) == len(set(ids)) == 5
+    assert sample(registry, "webhookgw_file_sink_already_written_total") == 3
+
+
+async def test_an_id_is_remembered_only_after_its_line_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = recovering_sink(path, CollectorRegistry(), fsync="never")
+    await sink.start()
+    event = make_event("k1", 1)
+    real_write = os.write
+    failures = iter([OSError(28, "No space left on device")])
+
+    def flaky_write(fd: int, data: Any) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_write(fd, data)
+
+    try:
+        monkeypatch.setattr(os, "write", flaky_write)
+        with pytest.raises(SinkError):
+            await sink.send(event)
+        await sink.send(event)  # the retry must write it, not skip it as known
+        await sink.send(event)  # now it is in the file: skipped
+    finally:
+        await sink.aclose()
+    assert [line["id"] for line in read_lines(path)] == [event.id]
+
+
+async def test_a_lone_writer_does_not_reread_its_own_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = recovering_sink(path, CollectorRegistry())
+    reads: list[tuple[int, int]] = []
+    real = FileSink._ids_between
+
+    def counting(self: FileSink, begin: int, end: int) -> set[str]:
+        reads.append((begin, end))
+        return real(self, begin, end)
+
+    monkeypatch.setattr(FileSink, "_ids_between", counting)
+    await sink.start()
+    try:
+        for n in range(20):
+            await sink.send(make_event(f"k{n}", n))
+    finally:
+        await sink.aclose()
+    assert reads == []  # an empty file at start: nothing to read, then only our writes
+    assert len(read_lines(path)) == 20
