@@ -7,6 +7,7 @@ listed, so the docs can say what bounds throughput.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -175,4 +176,6 @@ def record(
         docs_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(svg, docs_dir / svg.name)
         result["svg"] = str(docs_dir / svg.name)
+    with contextlib.suppress(ValueError):  # shown relative to the repository when inside it
+        result["svg"] = str(Path(result["svg"]).resolve().relative_to(REPO))
     return result
