@@ -10,7 +10,7 @@ CONFIG ?= deploy/config/quickstart.yaml
 export KAFKA_PORT ?= 9092
 
 .PHONY: help venv tools kafka-jars kafka-up kafka-down services-up services-down services-status \
-        lint fmt typecheck test test-unit run faults clean
+        lint fmt typecheck test test-unit run bench faults clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ test-unit: $(STAMP)  ## unit tests only (no services)
 
 run: $(STAMP)  ## run the product on its embedded default (local Kafka, gateway, one consumer)
 	deploy/local/run.sh $(CONFIG)
+
+bench: $(STAMP) services-up  ## side-by-side benchmark (~12 min): gateway vs raw ASGI and naive app, consumers -> var/bench/results.md
+	$(PY) -m bench $(BENCH_ARGS)
 
 faults: $(STAMP) services-up  ## fault-injection scenarios (~6 min): every 202 reconciled with Kafka and the sinks
 	$(PY) -m faults --run-dir var/faults $(FAULTS_ARGS)
