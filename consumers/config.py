@@ -93,9 +93,12 @@ class RetryConfig(StrictModel):
 
 class ConcurrencyConfig(StrictModel):
     # Records fetched but not finished, over all partitions: fetching pauses here.
-    max_in_flight: int = Field(default=1_000, ge=1)
+    # Throughput is this window over a record's time from fetch to commit (Little's
+    # law): 1,000 gave ~3.8k events/s, 5,000 ~8-11k (docs/benchmarks.md). Memory cost
+    # is the records themselves (5,000 x a few KiB).
+    max_in_flight: int = Field(default=5_000, ge=1)
     # The same bound for one partition, so one hot partition cannot take every slot.
-    per_partition: int = Field(default=500, ge=1)
+    per_partition: int = Field(default=2_000, ge=1)
     # Keys delivered concurrently (each key is sequential, in offset order).
     max_parallel: int = Field(default=100, ge=1)
 

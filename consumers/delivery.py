@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
+from prometheus_client import Counter, Histogram
+
 from consumers.dedup import DedupStore
 from consumers.dlq import REASON_EXHAUSTED, REASON_PERMANENT, DeadLetterWriter, SourceRecord
 from consumers.event import Event
@@ -72,6 +74,11 @@ class Deliverer:
         self._rng = random.Random()
         # False while the dedup store or the DLQ cannot be reached (for /readyz).
         self.healthy = True
+        # Label children by sink, resolved on first use: `.labels()` per event costs a
+        # lock and a validation (3-4 % of the consumer's CPU in the profile).
+        self._durations: dict[str, Histogram] = {}
+        self._successes: dict[str, Counter] = {}
+        self._end_to_end: dict[str, Histogram] = {}
 
     async def _persist(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run an infrastructure call until it succeeds, backing off (full jitter)."""
@@ -149,8 +156,14 @@ class Deliverer:
                     attempts=attempts,
                     error=_describe(exc),
                 )
-            m.delivery_duration.labels(sink_name).observe(time.perf_counter() - started)
-            m.deliveries.labels(sink_name, "success").inc()
+            duration = self._durations.get(sink_name)
+            if duration is None:
+                duration = self._durations[sink_name] = m.delivery_duration.labels(sink_name)
+            duration.observe(time.perf_counter() - started)
+            success = self._successes.get(sink_name)
+            if success is None:
+                success = self._successes[sink_name] = m.deliveries.labels(sink_name, "success")
+            success.inc()
             self._observe_latency(event, sink_name)
             await self._persist("dedup_mark", lambda: self.dedup.mark(event.id, sink_name))
             return Outcome.DELIVERED
@@ -180,4 +193,7 @@ class Deliverer:
             sent = parse_time(event.time).timestamp()
         except WebhookGatewayError:
             return
-        self.metrics.end_to_end.labels(sink).observe(max(0.0, self._clock() - sent))
+        child = self._end_to_end.get(sink)
+        if child is None:
+            child = self._end_to_end[sink] = self.metrics.end_to_end.labels(sink)
+        child.observe(max(0.0, self._clock() - sent))

@@ -337,8 +337,9 @@ class Engine:
                     key = (tp.topic, tp.partition)
                     if key not in self._assigned:
                         continue  # revoked while the fetch was under way
+                    consumed = self.metrics.consumed.labels(tp.topic)
                     for rec in records:
-                        self.metrics.consumed.labels(tp.topic).inc()
+                        consumed.inc()
                         self.scheduler.submit(make_item(SourceRecord.from_consumer_record(rec)))
                 self.metrics.in_flight.set(self.scheduler.in_flight)
                 self._update_lag()

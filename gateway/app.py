@@ -141,6 +141,9 @@ class Ingress:
         self._duration = {s.name: metrics.request_duration.labels(s.name) for s in self.sources}
         self._produce = {s.name: metrics.produce_duration.labels(s.name) for s in self.sources}
         self._body_size = {s.name: metrics.body_size.labels(s.name) for s in self.sources}
+        self._secret_matched: dict[tuple[str, int], Any] = {}
+        # Read at scrape time instead of two locked updates per request.
+        metrics.in_flight.set_function(lambda: self.state.in_flight)
 
     def match(self, path: str) -> tuple[Source, str | None] | None:
         """The source for ``path`` (its own path, or that plus an event-type segment)."""
@@ -179,7 +182,6 @@ class Ingress:
             self.count(source.name, 503)
             return
         state.in_flight += 1
-        self.metrics.in_flight.inc()
         status = 500
         try:
             status = await self._handle(source, segment, scope, receive, send)
@@ -191,7 +193,6 @@ class Ingress:
             )
         finally:
             state.in_flight -= 1
-            self.metrics.in_flight.dec()
             self.count(source.name, status)
             self._duration[source.name].observe(time.perf_counter() - started)
 
@@ -276,7 +277,13 @@ class Ingress:
             log.error("verifier returned %r, not Verified", type(verified).__name__)
             self.metrics.verification_failures.labels(source.name, "internal").inc()
             return await self._fail(send, scope, problem.unauthorized("signature not verified"))
-        self.metrics.secret_matched.labels(source.name, str(verified.secret_index)).inc()
+        matched_key = (source.name, verified.secret_index)
+        matched = self._secret_matched.get(matched_key)
+        if matched is None:
+            matched = self._secret_matched[matched_key] = self.metrics.secret_matched.labels(
+                source.name, str(verified.secret_index)
+            )
+        matched.inc()
 
         doc: Any = None
         if body:

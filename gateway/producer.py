@@ -100,6 +100,7 @@ class KafkaProducer:
             "enable_idempotence": True,
             "acks": "all",
             "linger_ms": self._settings.linger_ms,
+            "max_batch_size": self._settings.max_batch_bytes,
             "compression_type": None if compression == "none" else compression,
             "max_request_size": self._max_request_size,
         }

