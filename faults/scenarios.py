@@ -295,14 +295,15 @@ async def settle(
     return await topic_ids(s.bootstrap, s.raw_topic, expect=len(tally.acked))
 
 
-def _kafka_port_pair() -> int:
-    """A free port whose successor (the KRaft controller port) is free too, below the
-    ephemeral range: the broker is restarted, and meanwhile an ephemeral port (a
-    client's outgoing connection) could take a port picked from that range."""
+def kafka_port_pair(first: int = 19192, end: int = 23192) -> int:
+    """A free port in ``[first, end)`` whose successor (the KRaft controller port) is
+    free too, below the ephemeral range: the broker is restarted, and meanwhile an
+    ephemeral port (a client's outgoing connection) could take a port picked from that
+    range. Scenarios that run a private broker use disjoint ranges."""
     # Start at a place that depends on the process, so two runs at once (make faults
     # and make test) do not both pick a port the other's broker is restarting on.
-    start = 19192 + 2 * (os.getpid() % 2000)
-    ports: list[int] = [*range(start, 23192, 2), *range(19192, start, 2)]
+    start = first + 2 * (os.getpid() % ((end - first) // 2))
+    ports: list[int] = [*range(start, end, 2), *range(first, start, 2)]
     for port in ports:
         try:
             for p in (port, port + 1):
@@ -311,7 +312,15 @@ def _kafka_port_pair() -> int:
         except OSError:
             continue
         return port
-    raise FaultError("no free pair of ports for a private Kafka in 19192-23191")
+    raise FaultError(f"no free pair of ports for a private Kafka in {first}-{end - 1}")
+
+
+def outage_note(outage: Tally) -> str:
+    """What the senders saw while the broker was down."""
+    return (
+        f"while Kafka was down: {outage.sent} sent, {outage.statuses[202]} answered 202, "
+        f"{outage.unavailable} answered 503, {outage.other} other"
+    )
 
 
 def _redis_port() -> int:
@@ -333,7 +342,7 @@ def _redis_port() -> int:
 
 async def kafka_outage(env: Env, profile: Profile) -> Result:
     name = "1 Kafka stopped, restarted"
-    port = _kafka_port_pair()
+    port = kafka_port_pair()
     kafka = LocalService("kafka", port, env.path("kafka-private"))
     table = f"faults_{_uid()}"
     await kafka.up()
@@ -368,15 +377,10 @@ async def kafka_outage(env: Env, profile: Profile) -> Result:
                 async def rows() -> Counter[str]:
                     return await table_ids(env.database_url, table)
 
-                await all_delivered(tally.acked, rows, profile.settle)
-                await asyncio.sleep(2)  # late duplicates, if any, arrive now
-                kafka_ids = await topic_ids(s.bootstrap, raw, expect=len(tally.acked))
+                kafka_ids = await settle(s, tally, rows, profile)
                 result = reconcile(name, tally, kafka_ids, await rows(), hook.delivered)
         if outage is not None:
-            result.notes.append(
-                f"while Kafka was down: {outage.sent} sent, {outage.statuses[202]} answered 202, "
-                f"{outage.unavailable} answered 503, {outage.other} other"
-            )
+            result.notes.append(outage_note(outage))
             if outage.statuses[202] or not outage.unavailable:
                 result.failures.append("requests sent while Kafka was down were not all 503")
         return result

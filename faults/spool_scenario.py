@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
 import time
 import uuid
 from collections import Counter
@@ -15,26 +13,19 @@ from typing import Any
 
 import httpx
 
-from faults.procs import FaultError, Gateway, LocalService
-from faults.reconcile import Result, drop_table, reconcile, table_ids, topic_ids
-from faults.scenarios import Env, Profile, all_delivered, config, stack, target, traffic
-
-
-def private_kafka_port() -> int:
-    """A free port whose successor (the KRaft controller port) is free too, below the
-    ephemeral range and apart from scenario 1's range, so a restarted broker does not
-    find its port taken by a client's outgoing connection."""
-    start = 24000 + 2 * (os.getpid() % 1500)
-    ports: list[int] = [*range(start, 27000, 2), *range(24000, start, 2)]
-    for port in ports:
-        try:
-            for p in (port, port + 1):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return port
-    raise FaultError("no free pair of ports for a private Kafka in 24000-26999")
+from faults.procs import Gateway, LocalService
+from faults.reconcile import Result, drop_table, reconcile, table_ids
+from faults.scenarios import (
+    Env,
+    Profile,
+    config,
+    kafka_port_pair,
+    outage_note,
+    settle,
+    stack,
+    target,
+    traffic,
+)
 
 
 async def spool_status(gateway: Gateway) -> dict[str, Any]:
@@ -49,7 +40,7 @@ async def spool_status(gateway: Gateway) -> dict[str, Any]:
 
 async def durable_spool(env: Env, profile: Profile) -> Result:
     name = "6 Kafka stopped, spool enabled"
-    port = private_kafka_port()
+    port = kafka_port_pair(24000, 27000)  # apart from scenario 1's range
     kafka = LocalService("kafka", port, env.path("kafka-private-spool"))
     table = f"faults_{uuid.uuid4().hex[:10]}"
     try:
@@ -103,15 +94,10 @@ async def durable_spool(env: Env, profile: Profile) -> Result:
                 async def rows() -> Counter[str]:
                     return await table_ids(env.database_url, table)
 
-                await all_delivered(tally.acked, rows, profile.settle)
-                await asyncio.sleep(2)  # late duplicates, if any, arrive now
-                kafka_ids = await topic_ids(s.bootstrap, raw, expect=len(tally.acked))
+                kafka_ids = await settle(s, tally, rows, profile)
                 result = reconcile(name, tally, kafka_ids, await rows(), hook.delivered)
         if outage is not None:
-            result.notes.append(
-                f"while Kafka was down: {outage.sent} sent, {outage.statuses[202]} answered "
-                f"202, {outage.unavailable} answered 503, {outage.other} other"
-            )
+            result.notes.append(outage_note(outage))
             if not outage.statuses[202]:
                 result.failures.append("nothing was accepted while Kafka was down")
         result.notes.append(

@@ -16,7 +16,7 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from faults.procs import LocalService
-from faults.spool_scenario import private_kafka_port
+from faults.scenarios import kafka_port_pair
 from gateway.spool import list_segments
 from gateway.verifiers.crystallize import sign_hmac
 from tests.gateway.support import GatewayProcess, read_topic
@@ -29,7 +29,7 @@ TOPIC = "spool.it"
 async def private_kafka(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[LocalService]:
     """A broker of this test alone (``kafka_bootstrap`` only marks the test and skips it
     where the shared Kafka is unavailable, as every Kafka test)."""
-    kafka = LocalService("kafka", private_kafka_port(), tmp_path / "kafka")
+    kafka = LocalService("kafka", kafka_port_pair(24000, 27000), tmp_path / "kafka")
     try:
         await kafka.up()  # inside: a failed `up` may still have started the broker
         admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka.port}")
