@@ -28,6 +28,7 @@ from bench.procs import (
     Process,
     find_pid,
     free_port,
+    free_port_run,
     python,
     tree_cpu_seconds,
     wait_port,
@@ -56,7 +57,8 @@ class Target:
     process: Process
     port: int
     requests_file: Path
-    admin_port: int | None = None  # the gateway's /metrics, for its own timings
+    # The gateway's /metrics, for its own timings: one per worker, summed.
+    admin_ports: Sequence[int] = ()
 
     @property
     def url(self) -> str:
@@ -108,6 +110,8 @@ class IngressResults:
     summaries: list[Summary] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     workers: list[Summary] = field(default_factory=list)
+    # The raw-ASGI ceiling with the same process counts, for the gateway/ceiling ratio.
+    workers_ceiling: list[Summary] = field(default_factory=list)
     workers_note: str = ""
     profile: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -117,6 +121,7 @@ class IngressResults:
             "summaries": [asdict(s) for s in self.summaries],
             "samples": [asdict(s) for s in self.samples],
             "workers": [asdict(s) for s in self.workers],
+            "workers_ceiling": [asdict(s) for s in self.workers_ceiling],
             "workers_note": self.workers_note,
             "profile": self.profile,
             "errors": self.errors,
@@ -143,10 +148,15 @@ def gateway_config(path: Path, bootstrap: str, topic: str, mode: Mode, partition
     return path
 
 
-def uvicorn_argv(app: str, port: int, *, factory: bool = False) -> list[str]:
-    """uvicorn as the gateway runs it: auto loop/http (uvloop, httptools), no access log."""
+def uvicorn_argv(
+    app: str, port: int, *, factory: bool = False, workers: int | None = None
+) -> list[str]:
+    """uvicorn as the gateway runs it: auto loop/http (uvloop, httptools), no access log.
+    ``workers``: uvicorn's own ``--workers`` (one listening socket shared by all)."""
     argv = python("-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port))
     argv += ["--no-access-log", "--no-server-header", "--log-level", "warning"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     return [*argv, "--factory"] if factory else argv
 
 
@@ -163,16 +173,45 @@ def gateway_process(
 def gateway_target(
     workdir: Path, name: str, config: Path, requests_file: Path, workers: int | None = None
 ) -> Target:
-    """``python -m gateway serve`` on free ports. With ``--workers`` its /metrics would be
-    one worker's view only, so the harness does not read it then."""
-    port, admin_port = free_port(), free_port()
+    """``python -m gateway serve`` on free ports; with ``--workers N``, worker i serves
+    its /metrics on ``admin_port + i`` and the harness sums over all of them."""
+    count = workers or 1
+    port, admin_port = free_port(), free_port_run(count)
+    while port in range(admin_port, admin_port + count):
+        port = free_port()
     process = gateway_process(workdir, name, config, port, admin_port, workers)
-    return Target(name, process, port, requests_file, admin_port if workers is None else None)
+    admin_ports = [admin_port + i for i in range(count)]
+    return Target(name, process, port, requests_file, admin_ports)
+
+
+def ceiling_target(workdir: Path, requests_file: Path, workers: int | None = None) -> Target:
+    name = "ceiling" if workers is None else f"ceiling-w{workers}"
+    port = free_port()
+    argv = uvicorn_argv("bench.apps.ceiling:app", port, workers=workers)
+    return Target(name, Process(name, argv, workdir / f"{name}.log"), port, requests_file)
+
+
+def wait_ready(target: Target, timeout: float) -> None:
+    """Every worker's /readyz answers 200 (one 202 proves only one worker is up)."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as client:
+        for admin_port in target.admin_ports:
+            while True:
+                target.process.check_alive()
+                try:
+                    if client.get(f"http://127.0.0.1:{admin_port}/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{target.name}: port {admin_port} not ready in {timeout:g} s")
+                time.sleep(0.2)
 
 
 def check_accepts(target: Target, timeout: float = 60.0) -> None:
     """Send one real request until it gets 202 (the producer may still be connecting)."""
     wait_port(target.port, target.process, timeout)
+    wait_ready(target, timeout)
     lines = target.requests_file.read_bytes().split(b"\n")
     headers = {"content-type": "application/json", "x-crystallize-signature": lines[0].decode()}
     deadline = time.monotonic() + timeout
@@ -198,13 +237,18 @@ _TIMINGS = {
 }
 
 
-def gateway_timings(admin_port: int | None) -> dict[str, float]:
-    """Sums and counts of the gateway's request and produce histograms (all labels)."""
-    if admin_port is None:
-        return {}
-    text = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=10).text
+def gateway_timings(admin_ports: Sequence[int]) -> dict[str, float]:
+    """Sums and counts of the gateway's request and produce histograms (all labels, all
+    workers)."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
+    lines = [
+        line
+        for admin_port in admin_ports
+        for line in httpx.get(
+            f"http://127.0.0.1:{admin_port}/metrics", timeout=10
+        ).text.splitlines()
+    ]
+    for line in lines:
         name, _, rest = line.partition("{")
         for metric, short in _TIMINGS.items():
             for suffix in ("_sum", "_count"):
@@ -223,14 +267,14 @@ def _mean_ms(before: dict[str, float], after: dict[str, float], what: str) -> fl
 
 def measure(target: Target, connections: int, duration: float, round_: int) -> Sample:
     target.process.check_alive()
-    timings = gateway_timings(target.admin_port)
+    timings = gateway_timings(target.admin_ports)
     broker = find_pid(BROKER_MAIN_CLASS)
     broker_before = tree_cpu_seconds(broker) if broker else 0.0
     cpu_before = target.process.cpu_seconds()
     result = wrk.run(target.url, target.requests_file, connections=connections, duration=duration)
     cpu = target.process.cpu_seconds() - cpu_before
     broker_cpu = tree_cpu_seconds(broker) - broker_before if broker else None
-    timings_after = gateway_timings(target.admin_port)
+    timings_after = gateway_timings(target.admin_ports)
     accepted = result.accepted
     return Sample(
         target=target.name,
@@ -339,19 +383,10 @@ def _run(
         )
         for mode in ("hmac", "jwt")
     }
-    ports = {name: free_port() for name in ("ceiling", "naive")}
+    ports = {"naive": free_port()}
     naive_env = {"BENCH_KAFKA_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_SECRET": SECRET}
     targets = [
-        Target(
-            "ceiling",
-            Process(
-                "ceiling",
-                uvicorn_argv("bench.apps.ceiling:app", ports["ceiling"]),
-                workdir / "ceiling.log",
-            ),
-            ports["ceiling"],
-            files["hmac"],
-        ),
+        ceiling_target(workdir, files["hmac"]),
         Target(
             "naive",
             Process(
@@ -397,29 +432,57 @@ def _run(
 def _workers(
     plan: IngressPlan, workdir: Path, config: Path, requests_file: Path, results: IngressResults
 ) -> None:
+    """The gateway (HMAC) with ``--workers N`` next to the ceiling with as many uvicorn
+    workers, both running at once and measured in interleaved rounds like the main table."""
     samples: list[Sample] = []
+    ceiling_samples: list[Sample] = []
     for count in plan.workers:
-        name = f"gateway-hmac-w{count}"
-        target = gateway_target(workdir, name, config, requests_file, count)
+        gateway = gateway_target(workdir, f"gateway-hmac-w{count}", config, requests_file, count)
+        ceiling = ceiling_target(workdir, requests_file, count)
         errors: list[str] = []
-        with running([target], errors) as ready:
-            if not ready:
+        with running([gateway, ceiling], errors) as ready:
+            if gateway not in ready:
                 # The last log line says why (e.g. "unrecognized arguments: --workers 1").
                 results.workers_note = f"--workers {count}: {errors[0].splitlines()[-1]}"
                 _log(results.workers_note)
                 break
-            wrk.run(
-                target.url,
-                requests_file,
-                connections=plan.workers_connections,
-                duration=plan.warmup,
-            )
+            results.errors.extend(errors)
+            for t in ready:
+                wrk.run(
+                    t.url, requests_file, connections=plan.workers_connections, duration=plan.warmup
+                )
             for round_ in range(plan.rounds):
-                sample = measure(target, plan.workers_connections, plan.duration, round_)
-                samples.append(sample)
-                _log(f"workers={count}: {sample.accepted_per_s:,.0f} accepted/s")
-    results.samples.extend(samples)
+                for t in ready:
+                    sample = measure(t, plan.workers_connections, plan.duration, round_)
+                    (samples if t is gateway else ceiling_samples).append(sample)
+                    _log(f"{t.name}: {sample.accepted_per_s:,.0f} accepted/s")
+    results.samples.extend(samples + ceiling_samples)
     results.workers = summarise(samples)
+    results.workers_ceiling = summarise(ceiling_samples)
+    if results.workers and not results.workers_note:
+        results.workers_note = workers_note(results.workers, results.workers_ceiling)
+
+
+def workers_note(gateway: Sequence[Summary], ceiling: Sequence[Summary]) -> str:
+    """The gateway/ceiling ratio per process count, and how both were run."""
+    by_count = {s.target.rsplit("-w", 1)[-1]: s for s in ceiling}
+    parts = []
+    for s in gateway:
+        n = s.target.rsplit("-w", 1)[-1]
+        c = by_count.get(n)
+        if c is not None and c.accepted_per_s:
+            parts.append(
+                f"{n}: {s.accepted_per_s / c.accepted_per_s:.2f} "
+                f"(ceiling {c.accepted_per_s:,.0f} req/s, {c.cpu_s_per_1k:.3f} CPU s / 1k)"
+            )
+    ratios = "; ".join(parts) if parts else "no ceiling figures"
+    return (
+        f"gateway / ceiling per worker count: {ratios}. The gateway's workers each listen "
+        "with SO_REUSEPORT (the kernel spreads connections evenly); the ceiling runs under "
+        "uvicorn --workers N, whose workers share one inherited socket. CPU counts the "
+        "supervisor and every worker; handler and Kafka-wait figures are summed over the "
+        "workers' /metrics."
+    )
 
 
 def profile(

@@ -1,8 +1,9 @@
 """Processes under test: start, wait until they answer, read their CPU time, stop.
 
 Every server runs in its own process group on a free loopback port; CPU time is the
-sum of ``utime + stime`` over the process and its descendants (uvicorn ``--workers``
-forks), read from ``/proc`` before and after each measured interval.
+sum of ``utime + stime`` over the process and its descendants (the workers of
+``gateway serve --workers`` and of uvicorn ``--workers``, with their supervisor), read
+from ``/proc`` before and after each measured interval.
 """
 
 from __future__ import annotations
@@ -34,6 +35,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_port_run(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (``serve --workers N``
+    puts worker i's admin port on ``admin_port + i``)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count - 1 > 65535:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise BenchError(f"no {count} consecutive free ports found")
 
 
 def _stat(pid: int) -> tuple[int, float] | None:

@@ -26,6 +26,7 @@ examples:
   python -m gateway check-config deploy/config/quickstart.yaml
   python -m gateway topics create --config deploy/config/quickstart.yaml
   python -m gateway serve --config deploy/config/quickstart.yaml --port 8080 --admin-port 8081
+  python -m gateway serve --config deploy/config/quickstart.yaml --workers 2
   python -m gateway send --config deploy/config/quickstart.yaml --source crystallize --example order
 """
 
@@ -38,6 +39,30 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a port number (0-65535)")
     return value
+
+
+MAX_WORKERS = 64
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}: expected a whole number") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"got {value}: expected 1 to {MAX_WORKERS}")
+    return value
+
+
+def _worker_slot(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        slot = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}: expected INDEX/COUNT") from None
+    if not 0 <= slot[0] < slot[1]:
+        raise argparse.ArgumentTypeError(f"got {text!r}: expected 0 <= INDEX < COUNT")
+    return slot
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -53,19 +78,69 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from gateway import server
+def _setup_logging(cfg: gwconfig.IngressConfig) -> None:
     from webhook_common.logs import setup_logging
 
-    cfg = gwconfig.load(args.config)
     setup_logging(
         cfg.gateway.log_level,
         json_format=cfg.gateway.log_format == "json",
         secrets=[s.get_secret_value() for src in cfg.sources for s in src.secrets],
     )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway import server
+
+    if args.worker is not None:
+        return _serve_worker(args)
+    cfg = gwconfig.load(args.config)
+    _setup_logging(cfg)
     sources = build_sources(cfg, VerifierRegistry())
+    if args.workers is not None:
+        count, count_key = args.workers, "--workers"
+    else:
+        count, count_key = cfg.gateway.workers, "gateway.workers"
+    if count > 1:
+        from gateway import supervisor
+
+        plan = supervisor.Plan(
+            config=args.config,
+            host=args.host,
+            port=args.port,
+            admin_port=args.admin_port,
+            count=count,
+            count_key=count_key,
+        )
+        return supervisor.run(plan, cfg.gateway)
     listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
     _run(server.serve(cfg, sources, listen))
+    return 0
+
+
+def _serve_worker(args: argparse.Namespace) -> int:
+    """One worker of ``serve --workers N``, started by ``gateway/supervisor.py``. Its
+    start-up errors go to the supervisor, which reports them once for all workers."""
+    from gateway import server, supervisor
+
+    if args.link_fd is None:
+        raise ConfigError("--worker: expected --link-fd too (set by the supervisor)")
+    index, count = args.worker
+    link = supervisor.WorkerLink(index, count, args.link_fd)
+    try:
+        cfg = gwconfig.load(args.config)
+        _setup_logging(cfg)
+        supervisor.tag_worker_logs(index, text_format=cfg.gateway.log_format == "text")
+        sources = build_sources(cfg, VerifierRegistry())
+        listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
+        _run(server.serve(cfg, sources, listen, worker=link))
+    except ConfigError as exc:
+        if link.fail(str(exc), 2):
+            return 2
+        raise
+    except WebhookGatewayError as exc:
+        if link.fail(str(exc), 1):
+            return 1
+        raise
     return 0
 
 
@@ -110,8 +185,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=_port, default=8080, help="webhook port (default 8080)")
     serve.add_argument(
-        "--admin-port", type=_port, default=8081, help="metrics/health port (default 8081)"
+        "--admin-port",
+        type=_port,
+        default=8081,
+        help="metrics/health port (default 8081); with --workers N, worker i uses this + i",
     )
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        metavar="N",
+        help="gateway processes sharing the webhook port (default: gateway.workers "
+        "from the config, else 1); N > 1 adds a supervisor process",
+    )
+    # Set by the supervisor on the command lines of its workers (gateway/supervisor.py).
+    serve.add_argument("--worker", type=_worker_slot, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--link-fd", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     check = sub.add_parser(

@@ -38,6 +38,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import extract, problem
 from gateway.config import GatewaySettings
+from gateway.deadlines import Deadlines, cancel_task_at
 from gateway.metrics import IngressMetrics
 from gateway.producer import ProduceError, Record, RecordProducer
 from gateway.sources import Source
@@ -136,6 +137,7 @@ class Ingress:
         self._max_in_flight = settings.max_in_flight
         self._retry_after = settings.retry_after_seconds
         self._body_timeout = settings.http.body_timeout_seconds
+        self._body_deadlines = Deadlines(self._body_timeout)
         # Label children resolved once: `.labels()` is a dict lookup plus a lock.
         self._requests: dict[tuple[str, int], Any] = {}
         self._duration = {s.name: metrics.request_duration.labels(s.name) for s in self.sources}
@@ -230,27 +232,32 @@ class Ingress:
         # up on a sender too slow to finish within the body timeout.
         chunks: list[bytes] = []
         size = 0
-        body_deadline = asyncio.get_running_loop().time() + self._body_timeout
-        while True:
-            try:
-                async with asyncio.timeout_at(body_deadline):
-                    message = await receive()
-            except TimeoutError:
-                self.metrics.body_timeouts.labels(source.name).inc()
-                return await self._fail(send, scope, problem.body_timeout(self._body_timeout))
-            if message["type"] == "http.disconnect":
-                return CLIENT_CLOSED
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    drained = not more_body(message) or await _drain(receive, DRAIN_BYTES)
-                    return await self._fail(
-                        send, scope, problem.too_large(limit, close=not drained)
-                    )
-                chunks.append(chunk)
-            if not more_body(message):
-                break
+        deadline = cancel_task_at(self._body_deadlines)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return CLIENT_CLOSED
+                chunk: bytes = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        deadline.cancel()
+                        drained = not more_body(message) or await _drain(receive, DRAIN_BYTES)
+                        return await self._fail(
+                            send, scope, problem.too_large(limit, close=not drained)
+                        )
+                    chunks.append(chunk)
+                if not more_body(message):
+                    break
+        except asyncio.CancelledError:
+            if not deadline.fired:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            self.metrics.body_timeouts.labels(source.name).inc()
+            return await self._fail(send, scope, problem.body_timeout(self._body_timeout))
+        finally:
+            deadline.cancel()
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._body_size[source.name].observe(size)
 

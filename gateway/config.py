@@ -135,8 +135,9 @@ class SpoolSettings(StrictModel):
     ``docs/reliability.md``, scenario 6). Off by default."""
 
     enabled: bool = False
-    # One directory per gateway process (a lock file enforces it); the journal holds
-    # webhook bodies at rest (files 0600, directory 0700).
+    # One directory per gateway process (a lock file enforces it; with `workers` N > 1,
+    # worker i uses `<path>/worker-<i>`); the journal holds webhook bodies at rest
+    # (files 0600, directory 0700).
     path: Path = Path("./var/spool")
     # Most bytes of undrained records; over it, 503 as without a spool.
     max_bytes: int = Field(default=1024 * MiB, ge=MiB, le=1 << 50)
@@ -163,6 +164,9 @@ class GatewaySettings(StrictModel):
     shutdown_delay_seconds: float = Field(default=0.0, ge=0, le=600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    # Gateway processes behind one webhook port (`serve --workers` wins). 1: a single
+    # process, no supervisor. Containers keep 1 and scale with replicas.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class TopicSpec(StrictModel):

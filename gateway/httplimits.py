@@ -25,6 +25,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway import problem
 from gateway.config import HttpLimits
+from gateway.deadlines import Deadline, Deadlines
 
 Refused = Callable[[str, int], None]  # (reason label, HTTP status or 0)
 
@@ -50,8 +51,11 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
     max_head = limits.max_header_bytes
     max_connections = limits.max_connections
 
+    # Created on the first connection's loop; one timer for every connection's head.
+    head_deadlines = Deadlines(timeout)
+
     class GuardedProtocol(HttpToolsProtocol):
-        _head_timer: asyncio.TimerHandle | None = None
+        _head_timer: Deadline | None = None
         _head_bytes = 0
         _refused = False
 
@@ -70,7 +74,7 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
 
         def _arm(self) -> None:
             if self._head_timer is None:
-                self._head_timer = self.loop.call_later(timeout, self._head_timed_out)
+                self._head_timer = head_deadlines.add(self._head_timed_out)
 
         def _disarm(self) -> None:
             if self._head_timer is not None:

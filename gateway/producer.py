@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from gateway.config import ProducerSettings
+from gateway.deadlines import Deadlines, cancel_task_at
 from webhook_common.config import KafkaSettings
 from webhook_common.errors import WebhookGatewayError
 
@@ -92,6 +93,7 @@ class KafkaProducer:
         self._topics = tuple(dict.fromkeys(topics))
         self._producer: AIOKafkaProducer | None = None
         self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
+        self._deadlines: Deadlines | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         compression = self._settings.compression
@@ -140,13 +142,21 @@ class KafkaProducer:
         if producer is None:
             raise ProduceError("error", "the Kafka producer is not running", retriable=False)
         delivery: asyncio.Future[Any] | None = None
+        # One shared timer for all acknowledgement deadlines (gateway/deadlines.py);
+        # ``deadline`` is the same for every request of a process.
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.seconds != deadline:
+            deadlines = self._deadlines = Deadlines(deadline)
+        timer = cancel_task_at(deadlines)
         try:
-            async with asyncio.timeout(deadline):
-                delivery = await producer.send(topic, value=value, key=key, headers=headers)
-                # Shielded: the batch may still be delivered after our deadline, and
-                # aiokafka must be able to resolve its own future then.
-                await asyncio.shield(delivery)
-        except TimeoutError:
+            delivery = await producer.send(topic, value=value, key=key, headers=headers)
+            # Shielded: the batch may still be delivered after our deadline, and
+            # aiokafka must be able to resolve its own future then.
+            await asyncio.shield(delivery)
+        except asyncio.CancelledError:
+            if not timer.fired:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
             raise ProduceError(
                 "timeout", f"Kafka did not acknowledge within {deadline:g} s", pending=delivery
             ) from None
@@ -156,6 +166,8 @@ class KafkaProducer:
                 f"Kafka refused the record: {type(exc).__name__}",
                 retriable=bool(exc.retriable),
             ) from exc
+        finally:
+            timer.cancel()
 
     async def enqueue(self, record: Record) -> asyncio.Future[Any]:
         """Hand ``record`` to the producer without waiting for Kafka; the future

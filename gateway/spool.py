@@ -22,6 +22,14 @@ rename, fsync the directory).
 Write and fsync run in a worker thread, never on the event loop, and are group
 commits: every record appended while one commit runs goes into the next one, which
 shares one fsync.
+
+With ``serve --workers N`` (N > 1) worker ``i`` journals in ``<path>/worker-<i>``; a
+single process uses ``<path>`` itself. So that nothing acknowledged is stranded when the
+number of workers changes between runs, each process *adopts* the journals no process
+of this run owns (:func:`worker_dirs`): it copies their undrained records into its own
+journal before serving, fsyncs, and only then marks the orphan drained and removes it.
+A crash in between sends those records twice (the consumers deduplicate by event id),
+never zero times.
 """
 
 from __future__ import annotations
@@ -203,6 +211,103 @@ def _scan(path: Path, start: int) -> tuple[int, int, int, int]:
     return records, nbytes, at, size
 
 
+# --- one journal per process, with `serve --workers` ---------------------------------
+
+WORKER_DIR_PREFIX = "worker-"
+
+
+def worker_dirs(root: Path, index: int, count: int) -> tuple[Path, list[Path]]:
+    """The journal directory of worker ``index`` of ``count`` (``count`` 1: the single
+    process, which uses ``root`` itself) and the orphan directories it adopts.
+
+    Orphans are the journals of a run with another number of processes: ``root`` itself
+    (a single-process run) goes to worker 0; ``root/worker-<j>`` with ``j >= count`` to
+    worker ``j % count``. Every orphan has exactly one adopter, so two processes never
+    open the same journal."""
+    own = root if count == 1 else root / f"{WORKER_DIR_PREFIX}{index}"
+    orphans: list[Path] = []
+    if count > 1 and index == 0:
+        orphans.append(root)
+    try:
+        children = sorted(root.iterdir())
+    except OSError:  # no spool yet
+        children = []
+    for child in children:
+        number = child.name.removeprefix(WORKER_DIR_PREFIX)
+        if child.name.startswith(WORKER_DIR_PREFIX) and number.isdigit() and child.is_dir():
+            j = int(number)
+            if count == 1 or (j >= count and j % count == index):
+                orphans.append(child)
+    return own, orphans
+
+
+def _adopt(
+    journal: Journal, recovery: Recovery, orphan: Path, batch: int, *, is_root: bool
+) -> Recovery:
+    """Move the undrained records of the journal in ``orphan`` behind those of
+    ``journal`` (see the module docstring); the recovery figures including them.
+    ``is_root``: ``orphan`` is the parent of the worker directories (kept, with its lock)."""
+    if is_root and not list_segments(orphan):
+        return recovery  # the parent of the worker dirs, never a journal itself
+    other, found = Journal.open(orphan, journal.segment_bytes, journal.fsync)
+    moved = nbytes = 0
+    end = recovery.end
+    try:
+        pos = found.read
+        while pos < found.end:
+            entries, pos = other.read(pos, found.end, batch)
+            if not entries:
+                break
+            _, end = journal.append_many([encode(e.record) for e in entries])
+            moved += len(entries)
+            nbytes += sum(e.size for e in entries)
+        # Durable here before the orphan forgets them, whatever `gateway.spool.fsync` says.
+        journal.sync()
+        if found.records:
+            other.checkpoint(found.end)
+        for n in other.segments():
+            other.path(n).unlink(missing_ok=True)
+        for name in ("checkpoint", "checkpoint.tmp", *(() if is_root else ("lock",))):
+            (orphan / name).unlink(missing_ok=True)
+        _fsync_dir(orphan)
+    finally:
+        other.close()
+    if not is_root:
+        with contextlib.suppress(OSError):
+            orphan.rmdir()
+    if moved:
+        log.info(
+            "spool: adopted %d undrained record(s) (%d bytes) from %s",
+            moved,
+            nbytes,
+            orphan,
+            extra={"spool_orphan": str(orphan)},
+        )
+    return Recovery(
+        recovery.read,
+        end,
+        recovery.records + moved,
+        recovery.bytes + nbytes,
+        recovery.truncated_bytes + found.truncated_bytes,
+    )
+
+
+def open_and_adopt(
+    directory: Path, settings: SpoolSettings, adopt: Sequence[Path]
+) -> tuple[Journal, Recovery]:
+    """:meth:`Journal.open` on ``directory``, then :func:`_adopt` each of ``adopt``."""
+    journal, recovery = Journal.open(directory, settings.segment_bytes, settings.fsync)
+    try:
+        for orphan in adopt:
+            recovery = _adopt(
+                journal, recovery, orphan, settings.drain_batch, is_root=orphan == directory.parent
+            )
+    except BaseException:
+        journal.close()
+        raise
+    return journal, recovery
+
+
 class Journal:
     """Segment files, the checkpoint and the directory lock. Not thread-safe by itself:
     one thread appends (the committer), one reads and checkpoints (the drainer); they
@@ -326,6 +431,9 @@ class Journal:
         if self.fsync:
             os.fsync(self._fd)
         return positions, Position(self.segment, self.offset)
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
 
     def _write(self, chunk: list[bytes]) -> None:
         data = memoryview(b"".join(chunk))
@@ -490,9 +598,14 @@ class Spool:
         metrics: IngressMetrics,
         enqueue: Enqueue,
         ack_timeout: float,
+        *,
+        directory: Path | None = None,
+        adopt: Sequence[Path] = (),
     ) -> Spool:
+        """``directory``: this process's journal (default ``settings.path``);
+        ``adopt``: orphan journals to take over first (:func:`worker_dirs`)."""
         journal, recovery = await asyncio.to_thread(
-            Journal.open, Path(settings.path), settings.segment_bytes, settings.fsync
+            open_and_adopt, directory or Path(settings.path), settings, adopt
         )
         if recovery.records:
             log.info(

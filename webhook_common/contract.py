@@ -32,6 +32,7 @@ change to this module and to ``docs/contract.md``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,24 +91,7 @@ class EventMeta:
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes | None]]) -> EventMeta:
         """Parse record headers; raise :class:`ContractError` naming what is wrong."""
-        values: dict[str, str] = {}
-        http_headers: dict[str, str] = {}
-        for name, raw in headers:
-            try:
-                text = (raw or b"").decode()
-            except UnicodeDecodeError as exc:
-                raise ContractError(f"record header {name!r} is not valid UTF-8") from exc
-            if name.startswith(HTTP_HEADER_PREFIX):
-                http_headers[name[len(HTTP_HEADER_PREFIX) :]] = text
-            else:
-                values[name] = text
-        missing = [h for h in _REQUIRED if not values.get(h)]
-        if missing:
-            raise ContractError(f"record lacks required header(s) {', '.join(missing)}")
-        if values[H_SPECVERSION] != SPECVERSION:
-            raise ContractError(
-                f"record header {H_SPECVERSION}={values[H_SPECVERSION]!r}: expected {SPECVERSION!r}"
-            )
+        values, http_headers = read_headers(headers)
         return cls(
             id=values[H_ID],
             source=values[H_SOURCE],
@@ -121,11 +105,57 @@ class EventMeta:
         )
 
 
+_PREFIX_LEN = len(HTTP_HEADER_PREFIX)
+
+
+def read_headers(
+    headers: Iterable[tuple[str, bytes | None]],
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Decode and check record headers: (contract headers by name, forwarded provider
+    headers by name without the prefix). Raise :class:`ContractError` naming what is
+    wrong. The consumers read every record through this (once), so it is kept lean."""
+    values: dict[str, str] = {}
+    http_headers: dict[str, str] = {}
+    for name, raw in headers:
+        try:
+            text = raw.decode() if raw else ""
+        except UnicodeDecodeError as exc:
+            raise ContractError(f"record header {name!r} is not valid UTF-8") from exc
+        if name.startswith(HTTP_HEADER_PREFIX):
+            http_headers[name[_PREFIX_LEN:]] = text
+        else:
+            values[name] = text
+    if not all(map(values.get, _REQUIRED)):
+        missing = [h for h in _REQUIRED if not values.get(h)]
+        raise ContractError(f"record lacks required header(s) {', '.join(missing)}")
+    if values[H_SPECVERSION] != SPECVERSION:
+        raise ContractError(
+            f"record header {H_SPECVERSION}={values[H_SPECVERSION]!r}: expected {SPECVERSION!r}"
+        )
+    return values, http_headers
+
+
+_second_cache: tuple[int, str] = (-1, "")
+
+
 def format_time(ts: float) -> str:
     """RFC 3339 UTC with microseconds and a ``Z``, from a Unix timestamp."""
-    # isoformat is a quarter cheaper than strftime (this runs once per webhook); for a
-    # UTC datetime it ends in "+00:00", and years 1000-9999 read the same either way.
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    # This runs once per webhook. Webhooks arrive many per second, so the date-and-time
+    # part is formatted once per second and only the microseconds per call. Rounding to
+    # the nearest microsecond exactly as datetime.fromtimestamp does.
+    global _second_cache
+    fraction, whole = math.modf(ts)
+    second, micro = int(whole), round(fraction * 1_000_000)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    elif micro < 0:
+        second, micro = second - 1, micro + 1_000_000
+    cached_second, prefix = _second_cache
+    if second != cached_second:
+        # isoformat ends in "+00:00" for a UTC datetime; years 1000-9999 read the same.
+        prefix = datetime.fromtimestamp(second, UTC).isoformat()[:-6]
+        _second_cache = (second, prefix)
+    return f"{prefix}.{micro:06d}Z"
 
 
 def parse_time(value: str) -> datetime:

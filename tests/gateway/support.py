@@ -159,6 +159,25 @@ def free_port() -> int:
         return port
 
 
+def serve_argv(config: Path, port: int, admin_port: int, *extra: str) -> list[str]:
+    """The command line of ``python -m gateway serve`` on loopback, as a user types it."""
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--admin-port",
+        str(admin_port),
+        *extra,
+    ]
+
+
 class GatewayProcess:
     """``python -m gateway serve`` on free loopback ports; always stopped by the caller."""
 
@@ -168,20 +187,7 @@ class GatewayProcess:
         self.log_path = config_path.with_suffix(".log")
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(config_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--admin-port",
-                str(self.admin_port),
-            ],
+            serve_argv(config_path, self.port, self.admin_port),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},

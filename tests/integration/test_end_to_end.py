@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.consumers.harness import (
     read_jsonl,
     wait_until,
 )
+from tests.gateway.support import serve_argv
 from tests.integration.conftest import TopicFactory
 
 SECRET = "e2e-signature-secret-0123456789"
@@ -70,20 +70,7 @@ async def test_signed_webhooks_arrive_once_per_sink_in_key_order(
     port, admin = free_port(), free_port()
     with (tmp_path / "gw.log").open("wb") as gw_log:
         gateway = subprocess.Popen(  # noqa: ASYNC220 (started once, not awaited on)
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(config),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--admin-port",
-                str(admin),
-            ],
+            serve_argv(config, port, admin),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

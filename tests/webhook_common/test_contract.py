@@ -82,3 +82,17 @@ def test_time_format_and_parse() -> None:
         parse_time("yesterday")
     with pytest.raises(ContractError, match="no UTC offset"):
         parse_time("2023-11-14T22:13:20")
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=253_402_300_799, allow_nan=False),
+        # many timestamps within a few seconds: the per-second cache is hit and refreshed
+        st.floats(min_value=1_700_000_000, max_value=1_700_000_003),
+    )
+)
+def test_format_time_equals_datetime_isoformat(ts: float) -> None:
+    # format_time caches the date-and-time part per second; the text must still be
+    # exactly what datetime gives, rounding of microseconds (and carries) included.
+    expected = datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    assert format_time(ts) == expected
