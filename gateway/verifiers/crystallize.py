@@ -31,23 +31,20 @@ import jwt
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from gateway.jsjson import JsonValue, NotJsonError, stringify, stringify_request
-from gateway.verifiers import VerificationError, Verified, WebhookRequest
+from gateway.verifiers import VerificationError, Verified, WebhookRequest, jws
 from webhook_common.config import StrictModel
 from webhook_common.errors import ConfigError
 
 HEADER: Final = "x-crystallize-signature"
-_ALGORITHMS: Final = ["HS256"]  # fixed: never taken from the token (RFC 8725 §2.1)
 _REQUIRED_CLAIMS: Final = ["exp", "iss", "aud", "hmac"]
 _JWT_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _HEX_SHA256: Final = re.compile(r"[0-9a-fA-F]{64}")
-_CLAIM_ERRORS: Final = (
-    jwt.InvalidAudienceError,
-    jwt.InvalidIssuerError,
-    jwt.MissingRequiredClaimError,
-    jwt.InvalidIssuedAtError,
-    jwt.exceptions.InvalidSubjectError,
-    jwt.exceptions.InvalidJTIError,
-)
+_TOKEN_DETAILS: Final = {
+    "malformed": "X-Crystallize-Signature is not a valid HS256 JWT",
+    "expired": "signature token expired (exp plus leeway is past)",
+    "future": "signature token is issued in the future (beyond leeway)",
+    "claims": "signature token has a missing or wrong iss, aud, iat or hmac",
+}
 
 
 class CrystallizeConfig(StrictModel):
@@ -207,38 +204,23 @@ class CrystallizeVerifier:
     def _decode(self, token: str) -> tuple[dict[str, Any], int]:
         """Claims of a token whose signature one secret verifies, and that secret's index."""
         config = self._config
-        for index, key in enumerate(self._jwt_keys):
-            try:
-                claims = jwt.decode(
-                    token,
-                    key,
-                    algorithms=_ALGORITHMS,
-                    audience=config.audience,
-                    issuer=config.issuer,
-                    leeway=config.leeway_seconds,
-                    options={"require": _REQUIRED_CLAIMS},
-                )
-            except jwt.InvalidSignatureError:
-                continue  # rotation: another secret may have signed it
-            except jwt.ExpiredSignatureError:
-                raise VerificationError(
-                    "expired", "signature token expired (exp plus leeway is past)"
-                ) from None
-            except jwt.ImmatureSignatureError:
-                raise VerificationError(
-                    "future", "signature token is issued in the future (beyond leeway)"
-                ) from None
-            except _CLAIM_ERRORS:
-                raise VerificationError(
-                    "claims", "signature token has a missing or wrong iss, aud, iat or hmac"
-                ) from None
-            except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
-                # DecodeError, InvalidAlgorithmError (alg none, RS256, ...), and anything
-                # odd a hostile header could provoke: fail closed as a 401.
-                raise VerificationError(
-                    "malformed", "X-Crystallize-Signature is not a valid HS256 JWT"
-                ) from None
-            return claims, index
+        try:
+            parsed = jws.Token.parse(token)
+            for index, key in enumerate(self._jwt_keys):
+                if parsed.signed_with(key):  # else rotation: another secret may have
+                    claims = jws.verified_claims(
+                        parsed,
+                        required=_REQUIRED_CLAIMS,
+                        issuer=config.issuer,
+                        audience=config.audience,
+                        leeway=config.leeway_seconds,
+                    )
+                    return claims, index
+        except jws.TokenError as exc:
+            raise VerificationError(exc.reason, _TOKEN_DETAILS[exc.reason]) from None
+        except (ValueError, TypeError, RecursionError):
+            # Anything odd a hostile token could provoke: fail closed as a 401.
+            raise VerificationError("malformed", _TOKEN_DETAILS["malformed"]) from None
         raise VerificationError("mismatch", "no configured secret produced the token signature")
 
     def _verify_jwt(self, token: str, request: WebhookRequest) -> Verified:
@@ -252,20 +234,38 @@ class CrystallizeVerifier:
                 "claims", "the token's tenantIdentifier is not the configured one"
             )
         for challenge in self._challenges(request):
-            if hmac.compare_digest(_sha256_hex(challenge), signed_hash):
+            if hmac.compare_digest(hashlib.sha256(challenge).hexdigest(), signed_hash):
                 return Verified(secret_index=index)
         raise VerificationError(
             "mismatch", "the token's hmac claim does not match the request url, method and body"
         )
 
-    def _challenges(self, request: WebhookRequest) -> Iterator[str]:
+    def _challenges(self, request: WebhookRequest) -> Iterator[bytes]:
         """The serialised challenges the request may have been signed with, in order
-        (lazily: the GET fallback is only built when the first one fails)."""
+        (lazily: each is only built when the ones before it failed)."""
+        body = request.body
+        if body:
+            # Crystallize sends the body JSON.stringify made, so re-serialising it mostly
+            # gives the same bytes: try the raw body in the frame first and skip parsing.
+            # Sound because the hash binds the whole text: JSON strings are
+            # self-delimiting, so a match means url and method are ours and the raw body
+            # is exactly the text the signer's JSON.stringify produced for its body.
+            yield b"".join(
+                (
+                    b'{"url":',
+                    stringify(request.url).encode("utf-8"),
+                    b',"method":',
+                    stringify(request.method).encode("utf-8"),
+                    b',"body":',
+                    body,
+                    b"}",
+                )
+            )
         with contextlib.suppress(NotJsonError):  # JSON.parse would throw: cannot match
-            yield stringify_request(request.url, request.method, request.body)
+            yield stringify_request(request.url, request.method, body).encode("utf-8")
         fallback = self._get_challenge(request)
         if fallback is not None:
-            yield fallback
+            yield fallback.encode("utf-8")
 
     def _get_challenge(self, request: WebhookRequest) -> str | None:
         webhook_url = self._config.webhook_url

@@ -524,3 +524,27 @@ def test_fuzzed_claims_with_a_valid_signature_only_raise_verification_error(
         token = signing_input + "." + _b64url(mac)
     with pytest.raises(VerificationError):
         verifier().verify(request("GET", url, body, token))
+
+
+def test_canonical_body_is_verified_without_reserialising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # BODY is JSON.stringify output: the raw bytes framed as {"url","method","body"}
+    # already hash to the claim, so the JS-exact re-serialisation is never needed.
+    token = sign_jwt(SECRET, URL, "POST", BODY)
+
+    def not_needed(*args: object) -> str:
+        raise AssertionError("stringify_request called for a canonical body")
+
+    monkeypatch.setattr("gateway.verifiers.crystallize.stringify_request", not_needed)
+    assert verifier().verify(request(signature=token)) == Verified(secret_index=0)
+
+
+def test_non_canonical_body_is_verified_through_reserialisation() -> None:
+    # Whitespace and 1.0 are not what JSON.stringify writes: the raw-bytes candidate
+    # misses, the JS-exact serialisation (what Crystallize hashed) matches.
+    spaced = b'{ "order" : { "get" : { "id" : "68e4", "total" : 1.0 } } }'
+    token = encode(claims(challenge_hash(URL, "POST", spaced)))
+    assert verifier().verify(request(body=spaced, signature=token)) == Verified(secret_index=0)
+    other = b'{ "order" : { "get" : { "id" : "68e4", "total" : 2.0 } } }'
+    assert rejected(verifier(), request(body=other, signature=token)).reason == "mismatch"
