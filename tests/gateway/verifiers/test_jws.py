@@ -14,7 +14,9 @@ import hashlib
 import hmac
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import jwt
 import pytest
@@ -27,7 +29,10 @@ KEY = b"jws-test-key-0123456789abcdef0123456789"
 OTHER_KEY = b"another-key-0123456789abcdef0123456789"
 REQUIRED = ["exp", "iss", "aud", "hmac"]
 ISSUER, AUDIENCE, LEEWAY = "crystallize", "webhook", 30.0
-NOW = time.time()
+# Both sides judge against this instant (PyJWT's clock is patched), so a second ticking
+# over between the two calls cannot make them disagree.
+# Ten years ahead, so tokens expired at NOW are still valid by the real clock.
+NOW = int(time.time()) + 10 * 365 * 86400 + 0.5
 
 
 def b64(data: bytes) -> str:
@@ -46,25 +51,31 @@ def ours(token: str) -> str:
         if not parsed.signed_with(KEY):
             return "mismatch"
         jws.verified_claims(
-            parsed, required=REQUIRED, issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY
+            parsed, required=REQUIRED, issuer=ISSUER, audience=AUDIENCE, leeway=LEEWAY, now=NOW
         )
     except jws.TokenError as exc:
         return exc.reason
     return "ok"
 
 
+def _decode(token: str) -> None:
+    jwt.decode(
+        token,
+        KEY,
+        algorithms=["HS256"],
+        audience=AUDIENCE,
+        issuer=ISSUER,
+        leeway=LEEWAY,
+        options={"require": REQUIRED},
+    )
+
+
 def pyjwt(token: str) -> str:
     """The reason the verifier used to give when it called PyJWT."""
     try:
-        jwt.decode(
-            token,
-            KEY,
-            algorithms=["HS256"],
-            audience=AUDIENCE,
-            issuer=ISSUER,
-            leeway=LEEWAY,
-            options={"require": REQUIRED},
-        )
+        with mock.patch("jwt.api_jwt.datetime", wraps=datetime) as clock:
+            clock.now.return_value = datetime.fromtimestamp(NOW, UTC)
+            _decode(token)
     except jwt.InvalidSignatureError:
         return "mismatch"
     except jwt.ExpiredSignatureError:
@@ -165,7 +176,8 @@ def test_same_verdict_as_pyjwt_on_damaged_tokens(
 
 
 def test_a_valid_token_is_accepted_and_its_claims_returned() -> None:
-    claims = {"exp": int(NOW) + 60, "iat": int(NOW), "iss": ISSUER, "aud": AUDIENCE, "hmac": "ab"}
+    now = int(time.time())
+    claims = {"exp": now + 60, "iat": now, "iss": ISSUER, "aud": AUDIENCE, "hmac": "ab"}
     parsed = jws.Token.parse(make({"alg": "HS256", "typ": "JWT"}, claims, KEY))
     assert parsed.signed_with(KEY)
     assert not parsed.signed_with(OTHER_KEY)
@@ -184,3 +196,12 @@ def test_header_extensions_are_refused(extension: dict[str, Any]) -> None:
     with pytest.raises(jws.TokenError) as caught:
         jws.Token.parse(token)
     assert caught.value.reason == "malformed"
+
+
+def test_both_sides_judge_at_the_same_fixed_instant() -> None:
+    # Expired at NOW, yet in the future by the real clock: both must
+    # say "expired", or the comparisons above would not compare like with like.
+    assert time.time() < NOW - 100
+    claims = {"exp": int(NOW) - 100, "iss": ISSUER, "aud": AUDIENCE, "hmac": "ab"}
+    token = make({"alg": "HS256"}, claims, KEY)
+    assert ours(token) == pyjwt(token) == "expired"
