@@ -5,43 +5,37 @@ acknowledgement. Under uvloop each ``loop.call_at`` arms a libuv timer, about 4.
 on the benchmark machine, and ``asyncio.timeout`` adds its own bookkeeping on top:
 together more than verifying the signature, parsing the JSON and hashing the event id.
 
-All deadlines of one kind have the same length, so they expire in the order they
-were set: a FIFO queue holds them, and one timer, re-armed only while the queue is not
-empty, fires the expired ones. Setting a deadline is a ``deque.append``, cancelling it
-sets a flag. A deadline fires up to ``tick`` seconds late, which is nothing next to
-timeouts measured in seconds.
+Here a deadline goes into the set of its time slot (``tick`` seconds wide) and one
+timer, armed only while some slot is pending, fires the slots whose time has come.
+Setting a deadline is a set insertion, cancelling it a set removal, so a finished
+request leaves nothing behind: no queue of cancelled entries that would outlive
+the request and grow the garbage collector's oldest generation. A deadline fires up
+to ``tick`` seconds late, which is nothing next to timeouts measured in seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import math
 from collections.abc import Callable
 
 # How late a deadline may fire. Timeouts here are whole seconds (head, body, ack).
 DEFAULT_TICK = 0.05
 
 
-def _nothing() -> None:
-    return None
-
-
 class Deadline:
-    """One pending deadline; :meth:`cancel` it once the awaited thing happened."""
+    """One pending deadline; :meth:`cancel` it once the awaited thing happened.
+    ``fired`` tells, afterwards, whether it ran its callback."""
 
-    __slots__ = ("callback", "cancelled", "fired", "when")
+    __slots__ = ("_slot", "callback", "fired")
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
-        self.when = when
+    def __init__(self, callback: Callable[[], object], slot: set[Deadline]) -> None:
         self.callback = callback
-        self.cancelled = False
         self.fired = False
+        self._slot = slot
 
     def cancel(self) -> None:
-        self.cancelled = True
-        # The queue keeps this object until its time comes; do not keep what the
-        # callback refers to (a finished request's task) alive that long.
-        self.callback = _nothing
+        self._slot.discard(self)
 
 
 class Deadlines:
@@ -51,12 +45,15 @@ class Deadlines:
         self.seconds = seconds
         # Short timeouts (tests use fractions of a second) get a proportionally finer tick.
         self.tick = tick if tick is not None else min(DEFAULT_TICK, seconds / 10)
-        self._queue: deque[Deadline] = deque()
+        # Slot number -> deadlines due by the end of that slot. All deadlines have the
+        # same length, so slots are created in increasing order and the dict's
+        # insertion order is their time order.
+        self._slots: dict[int, set[Deadline]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return sum(len(slot) for slot in self._slots.values())
 
     def add(self, callback: Callable[[], object]) -> Deadline:
         """Call ``callback`` (on the loop) once ``seconds`` have passed, unless cancelled."""
@@ -65,45 +62,45 @@ class Deadlines:
             # First use, or a new loop (tests run servers on several): start afresh.
             self.close()
             self._loop = loop
-        deadline = Deadline(loop.time() + self.seconds, callback)
-        self._queue.append(deadline)
-        if self._timer is None:
-            self._timer = loop.call_at(deadline.when + self.tick, self._expire)
+        number = math.ceil((loop.time() + self.seconds) / self.tick)
+        slot = self._slots.get(number)
+        if slot is None:
+            slot = self._slots[number] = set()
+            if self._timer is None:
+                self._timer = loop.call_at(number * self.tick, self._expire)
+        deadline = Deadline(callback, slot)
+        slot.add(deadline)
         return deadline
 
     def _expire(self) -> None:
         self._timer = None
-        queue = self._queue
         loop = self._loop
         assert loop is not None
         now = loop.time()
-        while queue:
-            head = queue[0]
-            if head.cancelled:
-                queue.popleft()
-                continue
-            if head.when > now:
-                break
-            queue.popleft()
-            head.fired = True
-            # One failing callback must not strand the deadlines behind it.
-            try:
-                head.callback()
-            except Exception as exc:  # pragma: no cover - callbacks here do not raise
-                loop.call_exception_handler(
-                    {"message": "deadline callback failed", "exception": exc}
-                )
-        if queue:
-            self._timer = loop.call_at(max(queue[0].when, now) + self.tick, self._expire)
+        slots = self._slots
+        while slots:
+            number = next(iter(slots))
+            if number * self.tick > now:
+                self._timer = loop.call_at(number * self.tick, self._expire)
+                return
+            due = slots.pop(number)
+            for deadline in tuple(due):
+                deadline.fired = True
+                # One failing callback must not strand the deadlines after it.
+                try:
+                    deadline.callback()
+                except Exception as exc:  # pragma: no cover - callbacks here do not raise
+                    loop.call_exception_handler(
+                        {"message": "deadline callback failed", "exception": exc}
+                    )
+            due.clear()  # no slot <-> deadline reference cycles left for the collector
 
     def close(self) -> None:
         """Drop every pending deadline (at shutdown); none fires afterwards."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for deadline in self._queue:
-            deadline.cancelled = True
-        self._queue.clear()
+        self._slots.clear()
 
 
 def cancel_task_at(deadlines: Deadlines) -> Deadline:

@@ -25,18 +25,30 @@ async def test_fires_after_its_time_and_not_before() -> None:
     assert len(deadlines) == 0
 
 
-async def test_cancelled_deadlines_never_fire_and_the_rest_fire_in_order() -> None:
-    deadlines = Deadlines(0.05, tick=0.005)
+async def test_cancelled_deadlines_never_fire_and_the_rest_fire_in_time_order() -> None:
+    deadlines = Deadlines(0.2, tick=0.005)
     fired: list[int] = []
     entries = []
     for i in range(10):
         entries.append(deadlines.add(functools.partial(fired.append, i)))
-        await asyncio.sleep(0.001)
-    for i in (0, 3, 4, 9):
+        await asyncio.sleep(0.012)  # more than two ticks apart: distinct time slots
+    assert fired == []
+    for i in (3, 4, 9):
         entries[i].cancel()
-    await asyncio.sleep(0.15)
-    assert fired == [1, 2, 5, 6, 7, 8]
+    await asyncio.sleep(0.25)
+    assert fired == [0, 1, 2, 5, 6, 7, 8]
     assert [e.fired for e in entries] == [i in fired for i in range(10)]
+    assert len(deadlines) == 0
+
+
+async def test_a_cancelled_deadline_is_not_kept() -> None:
+    deadlines = Deadlines(30.0)
+    entries = [deadlines.add(lambda: None) for _ in range(1000)]
+    assert len(deadlines) == 1000
+    for entry in entries:
+        entry.cancel()
+    # Nothing is held for 30 s on behalf of requests that have finished.
+    assert len(deadlines) == 0
 
 
 async def test_deadlines_set_later_still_fire_after_an_idle_period() -> None:
