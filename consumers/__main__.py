@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -225,6 +227,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 args.admin_host,
                 args.admin_port,
             )
+            _tune_gc()
             try:
                 await engine.run()
             finally:
@@ -285,6 +288,33 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
+def _tune_gc() -> None:
+    """Called once everything is built and started, before the first event.
+
+    Every event allocates a few dozen container objects, and up to
+    ``concurrency.max_in_flight`` records are alive at once, so with the default
+    thresholds the cyclic collector ran every ~700 allocations and kept walking the
+    window (several percent of the CPU per event). Freezing moves the start-up objects
+    (modules, config, clients) out of its way for good; a first threshold of 50,000
+    makes young collections rare without changing what is eventually collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+
+
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when installed (``uvicorn[standard]`` brings it): its tasks,
+    futures and callbacks cost a fraction of the pure-Python loop's, and the engine
+    makes several of each per event."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from webhook_common.logs import setup_logging
@@ -295,8 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if args.command == "run":
-            return asyncio.run(_run(args, settings))
-        return asyncio.run(_replay(args, settings))
+            return _run_loop(_run(args, settings))
+        return _run_loop(_replay(args, settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -80,21 +80,31 @@ class Deliverer:
         self._successes: dict[str, Counter] = {}
         self._end_to_end: dict[str, Histogram] = {}
 
-    async def _persist(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run an infrastructure call until it succeeds, backing off (full jitter)."""
+    async def _persist(
+        self, what: str, op: Callable[[], Awaitable[T]], failed: Exception | None = None
+    ) -> T:
+        """Run an infrastructure call until it succeeds, backing off (full jitter).
+
+        ``failed``: the caller's own first attempt failed with it (the fast path that
+        saves a closure and a coroutine per event when nothing fails).
+        """
         failures = 0
         while True:
-            try:
-                result = await op()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            if failed is None:
+                try:
+                    result = await op()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failed = exc
+            if failed is not None:
                 failures += 1
                 self.healthy = False
                 if what.startswith("dedup"):
                     self.metrics.dedup_errors.labels(what.removeprefix("dedup_")).inc()
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("%s failed (%s), retrying", what, _describe(exc))
+                    log.warning("%s failed (%s), retrying", what, _describe(failed))
+                failed = None
                 ceiling = min(self._infra_max, 0.05 * 2 ** min(failures, 16))
                 await asyncio.sleep(self._rng.uniform(0.0, ceiling))
                 continue
@@ -107,7 +117,18 @@ class Deliverer:
         sink = self.sinks[sink_name]
         retry = self.retries[sink_name]
         m = self.metrics
-        if await self._persist("dedup_check", lambda: self.dedup.seen(event.id, sink_name)):
+        dedup = self.dedup
+        try:
+            seen = await dedup.seen(event.id, sink_name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            seen = await self._persist(
+                "dedup_check", lambda: dedup.seen(event.id, sink_name), failed=exc
+            )
+        else:
+            self.healthy = True
+        if seen:
             m.duplicates.labels(sink_name).inc()
             return Outcome.DUPLICATE
         if dry_run:
@@ -165,7 +186,16 @@ class Deliverer:
                 success = self._successes[sink_name] = m.deliveries.labels(sink_name, "success")
             success.inc()
             self._observe_latency(event, sink_name)
-            await self._persist("dedup_mark", lambda: self.dedup.mark(event.id, sink_name))
+            try:
+                await dedup.mark(event.id, sink_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._persist(
+                    "dedup_mark", lambda: dedup.mark(event.id, sink_name), failed=exc
+                )
+            else:
+                self.healthy = True
             return Outcome.DELIVERED
 
     async def dead_letter(

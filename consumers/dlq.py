@@ -37,7 +37,7 @@ REASONS = (REASON_CONTRACT, REASON_UNROUTED, REASON_PERMANENT, REASON_EXHAUSTED)
 
 _MAX_ERROR = 500
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = tuple[tuple[str, bytes], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +60,21 @@ class SourceRecord:
             offset=record.offset,
             key=record.key,
             value=record.value,
-            headers=tuple((k, v or b"") for k, v in (record.headers or ())),
+            headers=_plain_headers(record.headers),
             timestamp_ms=record.timestamp if record.timestamp is not None else -1,
         )
+
+
+def _plain_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:
+    """The headers as a tuple with ``None`` values as ``b""``. Once per consumed record:
+    the common case (no ``None``) only copies the pairs, without rebuilding each one."""
+    if not headers:
+        return ()
+    plain = tuple(headers)
+    for _, value in plain:
+        if value is None:
+            return tuple((k, v or b"") for k, v in plain)
+    return plain  # type: ignore[return-value]  # no None among the values
 
 
 class Producer(Protocol):

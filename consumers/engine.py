@@ -1,12 +1,14 @@
 """The consumer engine: fetch, schedule by key, deliver, commit.
 
 Model: Confluent's Parallel Consumer, key-ordered mode. Within a partition, records of
-one key form a queue worked in offset order by one task at a time; queues of different
+one key form a queue worked in offset order by one worker at a time; queues of different
 keys run concurrently (at most ``concurrency.max_parallel`` deliveries at once), so a
 slow entity or sink holds up only its own key. Offsets are committed up to the lowest
 unfinished offset of each partition (:mod:`consumers.offsets`): periodically, when
 partitions are revoked, and at shutdown. Fetching pauses for a partition that holds
-``per_partition`` unfinished records and for all when ``max_in_flight`` is reached.
+``per_partition`` unfinished records, and stops taking records when ``max_in_flight``
+is reached: it waits until a tenth of the window is free (pausing every partition only
+when that takes longer than a second).
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ from webhook_common.config import KafkaSettings
 from webhook_common.errors import ContractError
 
 log = logging.getLogger(__name__)
+
+# A full window is refilled once this fraction of it is free: one fetch of many records
+# rather than one per finished record.
+_REFILL_DIVISOR = 10
+# How long a full window waits for room before pausing every partition and polling.
+_FULL_WAIT = 1.0
 
 TP = tuple[str, int]  # (topic, partition); aiokafka's TopicPartition is such a tuple
 
@@ -71,15 +79,27 @@ def make_item(record: SourceRecord) -> WorkItem:
     return WorkItem(record, event)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Partition:
     offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
+    # Unfinished records by key, in offset order; a key is here while it has any.
     keys: dict[str, deque[WorkItem]] = field(default_factory=dict)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Workers delivering a record of this partition right now (cancelled on drop).
+    workers: set[asyncio.Task[None]] = field(default_factory=set)
+    dropped: bool = False
 
 
 class Scheduler:
-    """Key-ordered, key-parallel processing of fetched records, with offset tracking."""
+    """Key-ordered, key-parallel processing of fetched records, with offset tracking.
+
+    Keys with work wait in one FIFO (``_ready``), at most once each; up to
+    ``max_parallel`` worker tasks take a key, deliver its oldest record and put the key
+    back at the end of the FIFO if it has more. So a key is never delivered twice at
+    once (per-key offset order), different keys overlap, and busy keys take turns. The
+    workers live as long as there is work: under load there is no task, semaphore
+    wait or future per record (a task per key plus its wait for a slot was one of the
+    largest per-event costs in the profile).
+    """
 
     def __init__(
         self,
@@ -88,10 +108,15 @@ class Scheduler:
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._process = process
-        self._slots = asyncio.Semaphore(max_parallel)
+        self._max_parallel = max_parallel
         self._on_change = on_change
         self.partitions: dict[TP, _Partition] = {}
         self._in_flight = 0
+        self._ready: deque[tuple[_Partition, str]] = deque()
+        # Workers started and not yet returned; counted by the workers themselves so
+        # that one about to return is never relied on to pick up new work.
+        self._running = 0
+        self._workers: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
     @property
@@ -106,46 +131,81 @@ class Scheduler:
         self.partitions.setdefault(tp, _Partition())
 
     def submit(self, item: WorkItem) -> None:
-        part = self.partitions.get(item.tp)
+        record = item.record
+        tp = (record.topic, record.partition)
+        part = self.partitions.get(tp)
         if part is None:
-            raise KeyError(f"partition {item.tp} is not assigned")
-        part.offsets.add(item.record.offset)
+            raise KeyError(f"partition {tp} is not assigned")
+        part.offsets.add(record.offset)
         self._in_flight += 1
-        queue = part.keys.get(item.key)
+        key = item.key
+        queue = part.keys.get(key)
         if queue is not None:
-            queue.append(item)  # the key's task picks it up in order
+            queue.append(item)  # the key is queued or being delivered: in order after it
             return
-        part.keys[item.key] = deque([item])
-        task = asyncio.create_task(self._run_key(part, item.key), name=f"key:{item.key}")
-        part.tasks.add(task)
-        task.add_done_callback(part.tasks.discard)
+        part.keys[key] = deque((item,))
+        self._make_ready(part, key)
 
-    async def _run_key(self, part: _Partition, key: str) -> None:
-        queue = part.keys[key]
+    def _make_ready(self, part: _Partition, key: str) -> None:
+        self._ready.append((part, key))
+        if self._running < self._max_parallel:
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._running += 1
+        task = asyncio.create_task(self._work())
+        self._workers.add(task)
+        task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._workers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scheduler worker failed", exc_info=task.exception())
+
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        ready = self._ready
         try:
-            while queue:
+            # Checking `ready` and returning happen without an await in between, so a
+            # key made ready after the check starts a new worker (``_running`` is down).
+            while ready:
+                part, key = ready.popleft()
+                if part.dropped:
+                    continue
+                queue = part.keys[key]
                 item = queue[0]
+                part.workers.add(me)
                 try:
-                    async with self._slots:
-                        await self._process(item)
+                    await self._process(item)
                 except Exception:
                     # Only a bug of ours gets here (sink errors are handled below us):
-                    # keep the record unfinished and try it again rather than skip it.
+                    # keep the record unfinished and try it again rather than skip it,
+                    # without holding a worker meanwhile.
                     log.exception(
                         "processing %s/%d@%d failed; retrying in 1s",
                         item.record.topic,
                         item.record.partition,
                         item.record.offset,
                     )
-                    await asyncio.sleep(1.0)
+                    asyncio.get_running_loop().call_later(1.0, self._retry, part, key)
                     continue
+                finally:
+                    part.workers.discard(me)
                 queue.popleft()
                 part.offsets.finish(item.record.offset)
                 self._in_flight -= 1
+                if queue:
+                    ready.append((part, key))  # its next record, after the other keys
+                else:
+                    del part.keys[key]
                 self._signal()
         finally:
-            if part.keys.get(key) is queue:
-                del part.keys[key]
+            self._running -= 1
+
+    def _retry(self, part: _Partition, key: str) -> None:
+        if not part.dropped and key in part.keys:
+            self._make_ready(part, key)
 
     def _signal(self) -> None:
         self.changed.set()
@@ -172,12 +232,16 @@ class Scheduler:
             part = self.partitions.pop(tp, None)
             if part is None:
                 continue
+            part.dropped = True  # its keys still in `_ready` are skipped
             self._in_flight -= part.offsets.in_flight
-            tasks.extend(part.tasks)
+            tasks.extend(part.workers)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+            # The cancelled workers may have left keys of other partitions waiting.
+            for _ in range(min(len(self._ready), self._max_parallel - self._running)):
+                self._spawn()
         self._signal()
 
     def commit_points(self, only: Iterable[TP] | None = None) -> dict[TP, int]:
@@ -268,7 +332,13 @@ class Engine:
         self.metrics = metrics
         self._consumer_factory = consumer_factory
         processor = Processor(config, Router(config.routes), deliverer, metrics)
-        self.scheduler = Scheduler(processor, config.concurrency.max_parallel)
+        self.scheduler = Scheduler(
+            processor, config.concurrency.max_parallel, on_change=self._on_finished
+        )
+        # Set when the window has room again (see _wait_for_room).
+        self._room = asyncio.Event()
+        limit = config.concurrency.max_in_flight
+        self._refill_at = limit - max(1, limit // _REFILL_DIVISOR)
         self._consumer: Any = None
         self._assigned: set[TP] = set()
         self._stopping = asyncio.Event()
@@ -321,6 +391,9 @@ class Engine:
         try:
             while not self._stopping.is_set():
                 self.last_loop = time.monotonic()
+                full = self.scheduler.in_flight >= limits.max_in_flight
+                if full and await self._wait_for_room(stop_wait):
+                    continue
                 self._apply_pause()
                 room = max(1, limits.max_in_flight - self.scheduler.in_flight)
                 fetch = asyncio.ensure_future(consumer.getmany(timeout_ms=200, max_records=room))
@@ -337,14 +410,41 @@ class Engine:
                     key = (tp.topic, tp.partition)
                     if key not in self._assigned:
                         continue  # revoked while the fetch was under way
-                    consumed = self.metrics.consumed.labels(tp.topic)
+                    self.metrics.consumed.labels(tp.topic).inc(len(records))
+                    submit = self.scheduler.submit
                     for rec in records:
-                        consumed.inc()
-                        self.scheduler.submit(make_item(SourceRecord.from_consumer_record(rec)))
+                        submit(make_item(SourceRecord.from_consumer_record(rec)))
                 self.metrics.in_flight.set(self.scheduler.in_flight)
                 self._update_lag()
         finally:
             stop_wait.cancel()
+
+    def _on_finished(self) -> None:
+        if self.scheduler.in_flight <= self._refill_at:
+            self._room.set()
+
+    async def _wait_for_room(self, stop_wait: asyncio.Future[Any]) -> bool:
+        """The window is full: wait (at most ``_FULL_WAIT`` seconds) until a tenth of it
+        is free, then fetch that much at once. True when there is room (or stopping).
+
+        Not pausing the partitions meanwhile matters: aiokafka throws away what it has
+        buffered for a paused partition and fetches it again after ``resume`` (its
+        ``check_assignment``), which left the window empty for whole round trips. Only
+        a window that stays full longer pauses everything and polls as before, because
+        aiokafka leaves the group when ``getmany`` is not called for
+        ``max_poll_interval_ms``.
+        """
+        self._room.clear()
+        if self.scheduler.in_flight <= self._refill_at:
+            return True
+        room = asyncio.ensure_future(self._room.wait())
+        try:
+            await asyncio.wait(
+                {room, stop_wait}, timeout=_FULL_WAIT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            room.cancel()
+        return self._room.is_set() or stop_wait.done()
 
     def _apply_pause(self) -> None:
         consumer = self._consumer

@@ -11,9 +11,11 @@ offset as soon as ``send`` returns:
   the lines of that window although their offsets are committed.
 * ``never`` — like ``batch`` but never fsynced; the kernel writes back when it likes.
 
-Throughput: one writer task owns the file. Lines queue up while it writes, so each
-write and each fsync carries every line that arrived meanwhile ("group commit"); the
-blocking calls run in a worker thread, never on the event loop. The file is opened
+Throughput: at most one blocking operation (a write with its fsync, or a periodic
+fsync) runs at a time, in the sink's writer thread, never on the event loop. Lines queue up
+while it runs, so each write and each fsync carries every line that arrived meanwhile
+("group commit"), and the next write starts as soon as the previous one is done: the
+thread writes one batch while the event loop prepares the next. The file is opened
 with ``O_APPEND`` and each batch is one ``write``, so several consumer processes may
 append to one local file without interleaving lines.
 
@@ -43,13 +45,16 @@ new line, so a torn fragment is one unparseable line.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
+import queue
+import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -69,6 +74,8 @@ _DEFAULT_TAIL = 8 * 1024 * 1024
 _MAX_KNOWN_IDS = 200_000
 
 Pending = tuple[list[tuple[str, bytes]], "asyncio.Future[None]"]
+_Then = Callable[[BaseException | None], None]
+_Job = tuple[Callable[..., None], tuple[Any, ...], _Then]
 
 
 class FileSinkConfig(StrictModel):
@@ -161,8 +168,17 @@ class FileSink:
         self.config = config
         self._fd: int | None = None
         self._pending: deque[Pending] = deque()
-        self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        # The writer thread: blocking calls, one at a time, in the order queued here.
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        # A write or fsync is running in the writer thread; `_idle` is set while none
+        # runs (and nothing is queued), for aclose.
+        self._busy = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fsync_timer: asyncio.TimerHandle | None = None
+        self._fsync_due = False  # batch mode: the interval is over, fsync next
+        self._started = False
         self._closed = False
         self._torn = False  # the last write stopped mid-line
         self._dirty = False  # written but not fsynced (batch mode)
@@ -206,7 +222,14 @@ class FileSink:
                 self.config.recover_tail_bytes,
                 self.config.path,
             )
-        self._writer = asyncio.create_task(self._write_loop(), name=f"file-sink-{self.name}")
+        self._thread = threading.Thread(
+            target=self._thread_main,
+            args=(asyncio.get_running_loop(),),
+            name=f"file-sink-{self.name}",
+            daemon=True,
+        )
+        self._thread.start()
+        self._started = True
 
     def _open(self) -> int:
         self.config.path.parent.mkdir(parents=True, exist_ok=True)
@@ -273,7 +296,7 @@ class FileSink:
         return True
 
     def _require_open(self) -> None:
-        if self._closed or self._writer is None:
+        if self._closed or not self._started:
             state = "closed" if self._closed else "not started"
             raise SinkError(f"file sink {self.name!r} is {state}", retriable=True)
 
@@ -285,32 +308,45 @@ class FileSink:
 
     async def _enqueue(self, lines: list[tuple[str, bytes]]) -> None:
         self._require_open()
-        # Whether a line is in the file already is decided by the writer, right before it
-        # writes (after catching up with other writers). One future for all lines: they
-        # go into one write, so they succeed or fail together.
+        # Whether a line is in the file already is decided when its batch is handed to
+        # the writer thread, after catching up with other writers. One future for all
+        # lines: they go into one write, so they succeed or fail together.
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((lines, done))
-        self._wake.set()
+        if not self._busy:
+            # Start now rather than from a writer task: a task woken here would run only
+            # after every other callback already scheduled (for instance all the
+            # deliveries the last write released), which kept the thread and the event
+            # loop taking turns instead of working at the same time.
+            self._write_next()
         await done
 
-    async def _write_loop(self) -> None:
-        while True:
-            timeout = None
-            if self._dirty:
-                elapsed = time.monotonic() - self._last_fsync
-                timeout = max(0.0, self.config.fsync_interval_seconds - elapsed)
+    def _run_blocking(self, func: Callable[..., None], args: tuple[Any, ...], then: _Then) -> None:
+        """Run ``func(*args)`` in the writer thread, then ``then(error or None)`` on the
+        event loop."""
+        self._busy = True
+        self._idle.clear()
+        self._jobs.put((func, args, then))
+
+    def _thread_main(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer thread. Its own thread with a plain queue rather than the loop's
+        executor: besides the system calls (which release the GIL) it runs a few lines
+        of Python per batch, fewer than the executor's futures and conditions, and each
+        of them holds the GIL the event loop needs."""
+        while (job := self._jobs.get()) is not None:
+            func, args, then = job
+            error: BaseException | None = None
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
-            except TimeoutError:
-                await self._periodic_fsync()
-                continue
-            self._wake.clear()
-            while self._pending:
-                await self._write_some()
-            if self._closed:
+                func(*args)
+            except BaseException as exc:  # handed to the loop: no caller is left waiting
+                error = exc
+            try:
+                loop.call_soon_threadsafe(then, error)
+            except RuntimeError:  # the event loop is closed: nobody waits any more
                 return
 
-    async def _write_some(self) -> None:
+    def _write_next(self) -> None:
+        """Hand the queued lines (up to ``_MAX_BATCH_BYTES``) to the worker thread."""
         batch: list[Pending] = []
         size = 0
         while self._pending:
@@ -319,13 +355,68 @@ class FileSink:
                 break
             batch.append(self._pending.popleft())
             size += item_size
+        items = [lines for lines, _ in batch]
+        after_write: Callable[[], None] | None = None
+        if self._others_appended():
+            # Reading what they appended may take a while: all of it in the thread.
+            self._run_blocking(
+                self._write_batch, (items,), functools.partial(self._written, batch, None)
+            )
+        else:
+            # Only the write and fsync go to the thread. Picking the lines here keeps the
+            # thread from holding the GIL (and the event loop waiting for it) meanwhile.
+            before = self._known_end
+            chunks, written = self._select(items)
+            if not chunks:  # all in the file already: done, in the same order of events
+                self._busy = True
+                self._idle.clear()
+                asyncio.get_running_loop().call_soon(self._written, batch, None, None)
+            else:
+                data = b"".join(chunks)
+                if self._torn:
+                    data = b"\n" + data
+                after_write = functools.partial(self._after_write, written, before, len(data))
+                self._run_blocking(
+                    self._write_blocking,
+                    (data, self.config.fsync == "always"),
+                    functools.partial(self._written, batch, after_write),
+                )
+
+    def _others_appended(self) -> bool:
+        """Whether the file grew past what we know (another process appended). One
+        ``fstat``; a shrunk file (truncated) only moves what we know back."""
+        if self.config.recover_tail_bytes == 0 or self._fd is None:
+            return False
+        size = os.fstat(self._fd).st_size
+        if size > self._known_end:
+            return True
+        self._known_end = size
+        return False
+
+    def _after_write(self, written: set[str], before: int, length: int) -> None:
+        """After a successful write picked by ``_select`` (on the event loop)."""
+        if self.config.recover_tail_bytes == 0 or self._fd is None:
+            return
+        # Only after the write succeeded: a failed write is retried, not skipped.
+        self._remember(written)
+        after = os.fstat(self._fd).st_size
+        # Only our bytes in between: nothing to read next time. Otherwise another
+        # process wrote meanwhile; keep `before` so its lines are read next time.
+        self._known_end = after if after == before + length else before
+
+    def _written(
+        self,
+        batch: list[Pending],
+        after_write: Callable[[], None] | None,
+        exc: BaseException | None,
+    ) -> None:
         error: SinkError | None = None
-        try:
-            await asyncio.to_thread(self._write_batch, [lines for lines, _ in batch])
-        except OSError as exc:
+        if isinstance(exc, OSError):
             error = SinkError(self._describe(exc, "write to"), retriable=True)
-        except Exception as exc:  # never leave callers waiting on a dead writer
+        elif exc is not None:  # never leave callers waiting on a dead writer
             error = SinkError(f"file sink {self.name!r}: {type(exc).__name__}: {exc}")
+        elif after_write is not None:
+            after_write()
         for _, done in batch:
             if done.done():  # the caller was cancelled
                 continue
@@ -333,15 +424,46 @@ class FileSink:
                 done.set_result(None)
             else:
                 done.set_exception(error)
+        if self._dirty and self._fsync_timer is None and self.config.fsync == "batch":
+            elapsed = time.monotonic() - self._last_fsync
+            delay = max(0.0, self.config.fsync_interval_seconds - elapsed)
+            self._fsync_timer = asyncio.get_running_loop().call_later(delay, self._fsync_now)
+        self._next()
 
-    def _write_batch(self, items: list[list[tuple[str, bytes]]]) -> None:
-        """Writer thread: catch up with other writers, drop lines already in the file,
-        write the rest in one ``write``."""
+    def _next(self) -> None:
+        """The thread is free: a due periodic fsync first, then queued lines."""
+        self._busy = False
+        if self._fsync_due and self._fd is not None:
+            self._fsync_due = False
+            self._run_blocking(self._periodic_fsync, (self._fd,), lambda _: self._next())
+        elif self._pending:
+            self._write_next()
+        else:
+            self._idle.set()
+
+    def _fsync_now(self) -> None:
+        """Batch mode: the interval since the last fsync is over."""
+        self._fsync_timer = None
+        self._fsync_due = True
+        if not self._busy:
+            self._next()
+
+    def _periodic_fsync(self, fd: int) -> None:
+        """Writer thread, batch mode."""
+        if not self._dirty:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # the lines were acknowledged already; the next interval tries again
+        else:
+            self._dirty = False
+        self._last_fsync = time.monotonic()
+
+    def _select(self, items: list[list[tuple[str, bytes]]]) -> tuple[list[bytes], set[str]]:
+        """The lines to write (those whose id is not in the file, each id once) and
+        their ids."""
         recover = self.config.recover_tail_bytes > 0
-        before = self._known_end
-        if recover:
-            others, before = self._catch_up()
-            self._remember(others)
         chunks = []
         written: set[str] = set()
         for lines in items:
@@ -350,6 +472,14 @@ class FileSink:
                     continue
                 chunks.append(line)
                 written.add(event_id)
+        return chunks, written
+
+    def _write_batch(self, items: list[list[tuple[str, bytes]]]) -> None:
+        """Writer thread, when another process appended to the file: catch up with it,
+        drop lines already in the file, write the rest in one ``write``."""
+        others, before = self._catch_up()
+        self._remember(others)
+        chunks, written = self._select(items)
         if not chunks:
             self._known_end = before
             return
@@ -357,13 +487,10 @@ class FileSink:
         if self._torn:
             data = b"\n" + data
         self._write_blocking(data, self.config.fsync == "always")
-        if recover:
-            # Only after the write succeeded: a failed write is retried, not skipped.
-            self._remember(written)
-            after = os.fstat(self._fd).st_size if self._fd is not None else before
-            # Only our bytes in between: nothing to read next time. Otherwise another
-            # process wrote meanwhile; keep `before` so its lines are read next time.
-            self._known_end = after if after == before + len(data) else before
+        # Only after the write succeeded: a failed write is retried, not skipped.
+        self._remember(written)
+        after = os.fstat(self._fd).st_size if self._fd is not None else before
+        self._known_end = after if after == before + len(data) else before
 
     def _write_blocking(self, data: bytes, fsync: bool) -> None:
         assert self._fd is not None
@@ -382,26 +509,14 @@ class FileSink:
             self._dirty = False
             self._last_fsync = time.monotonic()
 
-    async def _periodic_fsync(self) -> None:
-        if self.config.fsync != "batch" or self._fd is None:
-            self._dirty = False
-            return
-        fd = self._fd
-        try:
-            await asyncio.to_thread(os.fsync, fd)
-        except OSError:
-            pass  # the lines were acknowledged already; the next interval tries again
-        else:
-            self._dirty = False
-        self._last_fsync = time.monotonic()
-
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
-        if self._writer is not None:
-            await self._writer  # writes what is queued, so no caller is left waiting
+        await self._idle.wait()  # what is queued is written, so no caller is left waiting
+        if self._fsync_timer is not None:
+            self._fsync_timer.cancel()
+            self._fsync_timer = None
         fd, self._fd = self._fd, None
         if fd is not None:
             try:
@@ -411,3 +526,9 @@ class FileSink:
                 raise SinkError(self._describe(exc, "fsync"), retriable=True) from None
             finally:
                 os.close(fd)
+                self._stop_thread()
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)  # it returns at once: nothing is queued before it

@@ -170,3 +170,53 @@ async def test_existing_mark_skips_and_dry_run_does_not_send() -> None:
     assert await d.deliver(ev, rec, "s") is Outcome.DUPLICATE  # type: ignore[arg-type]
     assert sink.calls == 0
     assert metrics.duplicates.labels("s")._value.get() == 1
+
+
+def test_consumed_headers_are_kept_as_read_with_none_as_empty() -> None:
+    from aiokafka.structs import ConsumerRecord
+
+    from consumers.dlq import SourceRecord
+    from consumers.engine import make_item
+
+    plain = record(0, "k")
+    with_none = [*plain.headers, ("http-header-x-empty", None)]
+    for headers, extra in ((list(plain.headers), ()), (with_none, (("http-header-x-empty", b""),))):
+        consumed = ConsumerRecord("raw", 0, 7, 0, 0, b"k", b"{}", None, 1, 2, headers)
+        source = SourceRecord.from_consumer_record(consumed)
+        assert source.headers == (*plain.headers, *extra)
+        item = make_item(source)
+        assert item.event is not None
+        assert item.event.id == "ev-0-0"
+        assert dict(item.event.headers) == ({"x-empty": ""} if extra else {})
+
+
+def test_event_reads_the_headers_exactly_as_the_contract_does() -> None:
+    # Event.from_record reads the headers itself (no EventMeta per record): it must
+    # agree with EventMeta.from_headers, defaults included.
+    from dataclasses import replace
+
+    from webhook_common.contract import EventMeta
+
+    full = EventMeta(
+        id="e1",
+        source="s",
+        type="t",
+        time="2026-01-01T00:00:00.000000Z",
+        subject="k",
+        content_type="text/plain",
+        method="PUT",
+        query="a=1",
+        http_headers={"x-one": "1"},
+    ).to_headers()
+    required = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"}
+    only_required = [(n, v) for n, v in full if n in required]
+    blanks = [(n, v if n in required else b"") for n, v in full]
+    for headers in (full, only_required, blanks):
+        for key in (b"order-1", None):
+            ev = Event.from_record(
+                topic="raw", partition=0, offset=0, key=key, value=b"{}", headers=headers
+            )
+            meta = EventMeta.from_headers(headers)
+            if key is not None:  # the record key wins over ce_subject
+                meta = replace(meta, subject=key.decode())
+            assert ev.meta() == meta

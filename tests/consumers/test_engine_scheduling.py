@@ -195,3 +195,68 @@ async def test_slow_sink_throughput_key_parallel_vs_one_at_a_time() -> None:
         f"\nin-process, 300 events x 20 ms: one-at-a-time {300 / elapsed[1]:.0f}/s, "
         f"key-parallel(64) {300 / elapsed[64]:.0f}/s: x{elapsed[1] / elapsed[64]:.1f}"
     )
+
+
+async def test_a_failed_record_waits_for_its_retry_without_holding_a_worker() -> None:
+    attempts: dict[int, int] = defaultdict(int)
+    done: list[int] = []
+
+    async def process(item: WorkItem) -> None:
+        offset = item.record.offset
+        attempts[offset] += 1
+        if offset == 0 and attempts[offset] == 1:
+            raise RuntimeError("a bug of ours")  # the scheduler retries after 1 s
+        done.append(offset)
+
+    scheduler = Scheduler(process, 1)  # one worker: it must not sleep on the failure
+    scheduler.assign(("raw", 0))
+    scheduler.submit(make_item(record(0, "bad")))
+    scheduler.submit(make_item(record(1, "bad")))  # behind offset 0: same key, in order
+    scheduler.submit(make_item(record(2, "good")))
+    await asyncio.sleep(0.2)
+    assert done == [2]
+    assert scheduler.commit_points() == {("raw", 0): 0}
+    assert await scheduler.wait_idle(within=5)
+    assert done == [2, 0, 1]
+    assert attempts[0] == 2
+    assert scheduler.commit_points() == {("raw", 0): 3}
+
+
+async def test_work_of_kept_partitions_goes_on_after_drop_cancels_every_worker() -> None:
+    done: list[tuple[int, int]] = []
+
+    async def process(item: WorkItem) -> None:
+        if item.record.partition == 1:
+            await asyncio.sleep(60)
+        done.append((item.record.partition, item.record.offset))
+
+    scheduler = Scheduler(process, 2)
+    scheduler.assign(("raw", 0))
+    scheduler.assign(("raw", 1))
+    scheduler.submit(make_item(record(0, "b1", partition=1)))
+    scheduler.submit(make_item(record(1, "b2", partition=1)))
+    # Both workers are stuck in partition 1: these wait for a free one.
+    scheduler.submit(make_item(record(0, "a1", partition=0)))
+    scheduler.submit(make_item(record(1, "a2", partition=0)))
+    await asyncio.sleep(0.05)
+    assert done == []
+    await scheduler.drop([("raw", 1)])
+    assert await scheduler.wait_idle(within=5)
+    assert sorted(done) == [(0, 0), (0, 1)]
+    assert scheduler.commit_points() == {("raw", 0): 2}
+
+
+async def test_busy_keys_take_turns() -> None:
+    order: list[str] = []
+
+    async def process(item: WorkItem) -> None:
+        order.append(item.key)
+        await asyncio.sleep(0)
+
+    scheduler = Scheduler(process, 1)
+    scheduler.assign(("raw", 0))
+    for offset in range(6):
+        scheduler.submit(make_item(record(offset, "hot" if offset < 4 else f"k{offset}")))
+    assert await scheduler.wait_idle(within=5)
+    # One worker: the hot key's records alternate with the others instead of all first.
+    assert order == ["hot", "k4", "k5", "hot", "hot", "hot"]

@@ -440,3 +440,39 @@ async def test_a_lone_writer_does_not_reread_its_own_lines(
         await sink.aclose()
     assert reads == []  # an empty file at start: nothing to read, then only our writes
     assert len(read_lines(path)) == 20
+
+
+async def test_batch_fsyncs_every_interval_while_lines_keep_coming(
+    tmp_path: Path, fsync_sizes: list[int]
+) -> None:
+    path = tmp_path / "events.jsonl"
+    sink = file_sink(path, fsync="batch", fsync_interval_seconds=0.05)
+    await sink.start()
+    try:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.5
+        n = 0
+        while loop.time() < until:  # never idle for a whole interval
+            await asyncio.gather(*(sink.send(make_event(f"k{n}-{i}", n)) for i in range(5)))
+            n += 1
+        during = len(fsync_sizes)
+    finally:
+        await sink.aclose()
+    assert during >= 3  # ~10 intervals passed; not only the fsync at close
+    assert len(read_lines(path)) == 5 * n
+
+
+async def test_close_stops_the_writer_thread(tmp_path: Path) -> None:
+    import threading
+
+    sink = file_sink(tmp_path / "events.jsonl", fsync="never")
+    await sink.start()
+    await sink.send(make_event())
+    name = f"file-sink-{sink.name}"
+    assert any(t.name == name for t in threading.enumerate())
+    await sink.aclose()
+    for _ in range(200):
+        if not any(t.name == name for t in threading.enumerate()):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(t.name == name for t in threading.enumerate())
