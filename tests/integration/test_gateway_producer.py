@@ -1,0 +1,104 @@
+"""The gateway's Kafka producer against the real broker: acknowledged means in Kafka,
+and a missed deadline is a ``ProduceError`` that leaves the record to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from gateway.config import ProducerSettings
+from gateway.producer import KafkaProducer, ProduceError
+from tests.gateway.support import read_topic
+from tests.integration.conftest import TopicFactory
+from webhook_common.config import KafkaSettings
+
+HEADERS = [("ce_id", b"id-1"), ("ce_specversion", b"1.0")]
+
+
+def producer(bootstrap: str, topics: list[str], linger_ms: int = 1) -> KafkaProducer:
+    return KafkaProducer(
+        KafkaSettings(bootstrap_servers=bootstrap),
+        ProducerSettings(linger_ms=linger_ms),
+        max_request_size=1024 * 1024,
+        topics=topics,
+    )
+
+
+async def test_send_returns_once_the_record_is_in_kafka(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = await kafka_topic("producer", partitions=3)
+    p = producer(kafka_bootstrap, [topic])
+    await p.start()
+    try:
+        await asyncio.gather(
+            *(p.send(topic, f"k{i}".encode(), b"v%d" % i, HEADERS, 10.0) for i in range(50))
+        )
+    finally:
+        await p.stop()
+    records = await read_topic(kafka_bootstrap, topic, 50)
+    assert sorted(r.value for r in records) == sorted(b"v%d" % i for i in range(50))
+
+
+async def test_a_missed_deadline_leaves_the_record_to_kafka(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    topic = await kafka_topic("producer")
+    # The batch lingers 300 ms before it is even sent: the 50 ms deadline passes first.
+    p = producer(kafka_bootstrap, [topic], linger_ms=300)
+    await p.start()
+    try:
+        with pytest.raises(ProduceError) as caught:
+            await p.send(topic, b"key", b"late", HEADERS, 0.05)
+        assert caught.value.reason == "timeout"
+        assert caught.value.retriable
+        pending = caught.value.pending
+        assert pending is not None
+        # The deadline cancelled our wait, not aiokafka's delivery: it still completes.
+        await asyncio.wait_for(asyncio.shield(pending), 10)
+        assert not pending.cancelled()
+        # And the task that missed the deadline is usable again (not left cancelled).
+        await p.send(topic, b"key", b"next", HEADERS, 10.0)
+    finally:
+        await p.stop()
+    records = await read_topic(kafka_bootstrap, topic, 2)
+    assert [r.value for r in records] == [b"late", b"next"]
+
+
+async def test_a_topic_kafka_does_not_know_times_out_at_the_deadline(
+    kafka_bootstrap: str,
+) -> None:
+    missing = f"missing.{uuid.uuid4().hex[:12]}"
+    p = producer(kafka_bootstrap, [missing])
+    await p.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(ProduceError) as caught:
+            # aiokafka waits for the topic's metadata (40 s by default): our deadline
+            # must end that wait too.
+            await p.send(missing, b"key", b"value", HEADERS, 0.5)
+        elapsed = loop.time() - started
+    finally:
+        await p.stop()
+    assert caught.value.reason == "timeout"
+    assert caught.value.pending is None
+    assert 0.5 <= elapsed < 2.0
+
+
+async def test_cancellation_from_elsewhere_is_not_a_timeout(
+    kafka_bootstrap: str,
+) -> None:
+    missing = f"missing.{uuid.uuid4().hex[:12]}"
+    p = producer(kafka_bootstrap, [missing])
+    await p.start()
+    try:
+        task = asyncio.create_task(p.send(missing, b"key", b"value", HEADERS, 30.0))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await p.stop()
