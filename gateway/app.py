@@ -216,11 +216,12 @@ class Ingress:
                 retry_after = source.rate_limit.retry_after(wait)
                 return await self._fail(send, scope, problem.too_many_requests(retry_after))
 
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            name = raw_name.decode("latin-1").lower()
-            if name not in headers:
-                headers[name] = raw_value.decode("latin-1")
+        # ASGI servers send header names lower-cased. Reversed, so that of a repeated
+        # header the first occurrence is the one kept.
+        headers: dict[str, str] = {
+            name.decode("latin-1"): value.decode("latin-1")
+            for name, value in reversed(scope["headers"])
+        }
 
         limit = source.body_limit
         declared = headers.get("content-length")
@@ -298,7 +299,9 @@ class Ingress:
             if not ok and source.require_json:
                 return await self._fail(send, scope, problem.bad_request("body is not valid JSON"))
 
-        query = dict(parse_qsl(request.query_string, keep_blank_values=True)[::-1])
+        query_string = request.query_string
+        # First value of each parameter wins; most webhooks have no query at all.
+        query = dict(parse_qsl(query_string, keep_blank_values=True)[::-1]) if query_string else {}
         event_id = extract.bounded(
             verified.event_id or extract.event_id(source.name, method, raw_query, body)
         )
