@@ -187,21 +187,24 @@ def ingress_tables(r: IngressResults) -> list[str]:
             f"{p['samples']} samples)",
             "",
         ]
-        lines += _table(
-            ["function (own time)", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["own"][:12]],
-        )
-        lines += [""]
-        lines += _table(
-            ["function (inclusive)", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["inclusive"][:15]],
-        )
-        lines += [""]
-        lines += _table(
-            ["own time by package", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["packages"][:10]],
-        )
+        lines += profile_tables(p)
         lines += ["", f"Flame graph: `{p['svg']}`"]
+    return lines
+
+
+def profile_tables(p: dict[str, Any]) -> list[str]:
+    """One py-spy summary: top functions by own and inclusive time, own time by package."""
+    lines: list[str] = []
+    for title, key, top in (
+        ("function (own time)", "own", 12),
+        ("function (inclusive)", "inclusive", 15),
+        ("own time by package", "packages", 10),
+    ):
+        if lines:
+            lines += [""]
+        lines += _table(
+            [title, "%"], [[f"`{x['function']}`", _f(x["percent"])] for x in p[key][:top]]
+        )
     return lines
 
 
@@ -229,20 +232,7 @@ def consumer_tables(r: ConsumerResults) -> list[str]:
             f"### Where the consumer's CPU goes ({name}, py-spy, {p['samples']} samples)",
             "",
         ]
-        lines += _table(
-            ["function (own time)", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["own"][:12]],
-        )
-        lines += [""]
-        lines += _table(
-            ["function (inclusive)", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["inclusive"][:15]],
-        )
-        lines += [""]
-        lines += _table(
-            ["own time by package", "%"],
-            [[f"`{x['function']}`", _f(x["percent"])] for x in p["packages"][:10]],
-        )
+        lines += profile_tables(p)
     e = r.end_to_end
     if e:
         lines += ["", f"### End to end at {_f(e.rate)} events/s for {_f(e.seconds)} s", ""]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -27,8 +25,12 @@ from consumers.metrics import ConsumerMetrics
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkContext
 from webhook_common.errors import ConfigError, WebhookGatewayError
+from webhook_common.runtime import run, server_heap
 
 log = logging.getLogger("consumers")
+
+# Allocations (net of frees) between two young-generation collections while running.
+GC_YOUNG_THRESHOLD = 50_000
 
 RUN_EPILOG = """\
 examples:
@@ -227,9 +229,11 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 args.admin_host,
                 args.admin_port,
             )
-            _tune_gc()
+            # Up to max_in_flight records are alive at once: a small young generation
+            # made the collector walk that window every ~700 allocations.
             try:
-                await engine.run()
+                with server_heap(GC_YOUNG_THRESHOLD):
+                    await engine.run()
             finally:
                 server.should_exit = True
                 with contextlib.suppress(Exception):
@@ -288,33 +292,6 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
-def _tune_gc() -> None:
-    """Called once everything is built and started, before the first event.
-
-    Every event allocates a few dozen container objects, and up to
-    ``concurrency.max_in_flight`` records are alive at once, so with the default
-    thresholds the cyclic collector ran every ~700 allocations and kept walking the
-    window (several percent of the CPU per event). Freezing moves the start-up objects
-    (modules, config, clients) out of its way for good; a first threshold of 50,000
-    makes young collections rare without changing what is eventually collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
-
-
-def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Run on uvloop when installed (``uvicorn[standard]`` brings it): its tasks,
-    futures and callbacks cost a fraction of the pure-Python loop's, and the engine
-    makes several of each per event."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from webhook_common.logs import setup_logging
@@ -325,8 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
         if args.command == "run":
-            return _run_loop(_run(args, settings))
-        return _run_loop(_replay(args, settings))
+            return run(_run(args, settings))
+        return run(_replay(args, settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
 from webhook_common.errors import ConfigError
+from webhook_common.jsonpointer import parse_pointer
 
 
 class DedupConfig(StrictModel):
@@ -43,6 +44,12 @@ class PointerMatch(StrictModel):
     path: str = Field(pattern=r"^(/.*)?$")
     equals: Any = None
     exists: bool | None = None
+
+    @field_validator("path")
+    @classmethod
+    def _rfc6901(cls, value: str) -> str:
+        parse_pointer(value)  # ValueError names what is wrong: '~' only as ~0 or ~1
+        return value
 
     @model_validator(mode="after")
     def _one_test(self) -> Self:

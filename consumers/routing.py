@@ -9,6 +9,7 @@ the union of the sinks of every matching route (fan-out), each sink once.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -17,31 +18,15 @@ import orjson
 
 from consumers.config import MatchConfig, PointerMatch, RouteConfig
 from consumers.event import Event
+from webhook_common.jsonpointer import MISSING, parse_pointer, resolve
 
-_MISSING: Any = object()
+# Route pointers are few and fixed by the config: tokenise each once.
+_tokens = functools.lru_cache(maxsize=1024)(parse_pointer)
 
 
 def resolve_pointer(doc: Any, pointer: str) -> Any:
-    """The value at an RFC 6901 pointer, or ``_MISSING``."""
-    if pointer == "":
-        return doc
-    cur = doc
-    for raw in pointer[1:].split("/"):
-        part = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(cur, dict):
-            if part not in cur:
-                return _MISSING
-            cur = cur[part]
-        elif isinstance(cur, list):
-            if not part.isdigit() or (part != "0" and part.startswith("0")):
-                return _MISSING
-            index = int(part)
-            if index >= len(cur):
-                return _MISSING
-            cur = cur[index]
-        else:
-            return _MISSING
-    return cur
+    """The value at an RFC 6901 pointer, or :data:`MISSING`."""
+    return resolve(doc, _tokens(pointer))
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -58,8 +43,8 @@ def _pointer_holds(event: Event, test: PointerMatch) -> bool:
         return False
     value = resolve_pointer(doc, test.path)
     if test.exists is not None:
-        return (value is not _MISSING) == test.exists
-    return value is not _MISSING and _same(value, test.equals)
+        return (value is not MISSING) == test.exists
+    return value is not MISSING and _same(value, test.equals)
 
 
 def matches(match: MatchConfig, event: Event) -> bool:

@@ -8,18 +8,15 @@ configuration or the command line is wrong, 1 that something at run time failed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
 
 from gateway import config as gwconfig
 from gateway import send as send_command
 from gateway.sources import build_sources
 from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.errors import ConfigError, WebhookGatewayError
-
-T = TypeVar("T")
+from webhook_common.runtime import run
 
 EXAMPLES = """\
 examples:
@@ -113,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         return supervisor.run(plan, cfg.gateway)
     listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
-    _run(server.serve(cfg, sources, listen))
+    run(server.serve(cfg, sources, listen))
     return 0
 
 
@@ -132,7 +129,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
         supervisor.tag_worker_logs(index, text_format=cfg.gateway.log_format == "text")
         sources = build_sources(cfg, VerifierRegistry())
         listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
-        _run(server.serve(cfg, sources, listen, worker=link))
+        run(server.serve(cfg, sources, listen, worker=link))
     except ConfigError as exc:
         if link.fail(str(exc), 2):
             return 2
@@ -148,19 +145,9 @@ def cmd_topics_create(args: argparse.Namespace) -> int:
     from gateway.topics import create_topics
 
     cfg = gwconfig.load(args.config)
-    for outcome in _run(create_topics(cfg)):
+    for outcome in run(create_topics(cfg)):
         print(outcome.describe())
     return 0
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run on uvloop when installed (``uvicorn[standard]`` brings it)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 def build_parser() -> argparse.ArgumentParser:

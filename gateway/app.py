@@ -252,9 +252,8 @@ class Ingress:
                 if not more_body(message):
                     break
         except asyncio.CancelledError:
-            if not deadline.fired:
+            if not deadline.caused():
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
             self.metrics.body_timeouts.labels(source.name).inc()
             return await self._fail(send, scope, problem.body_timeout(self._body_timeout))
         finally:

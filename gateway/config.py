@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
 
-from gateway.extract import parse_pointer
 from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
 from webhook_common.errors import ConfigError
+from webhook_common.jsonpointer import parse_pointer
 
 MiB = 1024 * 1024
 Method = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]

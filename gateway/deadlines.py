@@ -37,6 +37,17 @@ class Deadline:
     def cancel(self) -> None:
         self._slot.discard(self)
 
+    def caused(self) -> bool:
+        """After ``CancelledError`` in the task that set it (:func:`cancel_task_at`):
+        True, with the cancellation withdrawn, when this deadline cancelled it; False
+        when someone else did (then re-raise)."""
+        if not self.fired:
+            return False
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
+        return True
+
 
 class Deadlines:
     """Deadlines of ``seconds`` each, on the running loop of whoever calls :meth:`add`."""
@@ -104,8 +115,8 @@ class Deadlines:
 
 
 def cancel_task_at(deadlines: Deadlines) -> Deadline:
-    """A deadline that cancels the current task; after ``CancelledError``, its
-    ``fired`` says whether the deadline (not someone else) cancelled it."""
+    """A deadline that cancels the current task; after ``CancelledError``,
+    :meth:`Deadline.caused` tells whether the deadline (not someone else) did."""
     task = asyncio.current_task()
     assert task is not None
     return deadlines.add(task.cancel)

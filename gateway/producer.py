@@ -76,6 +76,14 @@ class RecordProducer(Protocol):
         ...
 
 
+def _refused(exc: KafkaError) -> ProduceError:
+    return ProduceError(
+        "error",
+        f"Kafka refused the record: {type(exc).__name__}",
+        retriable=bool(exc.retriable),
+    )
+
+
 class KafkaProducer:
     """aiokafka producer with the gateway's settings and an acknowledgement deadline."""
 
@@ -93,7 +101,7 @@ class KafkaProducer:
         self._topics = tuple(dict.fromkeys(topics))
         self._producer: AIOKafkaProducer | None = None
         self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
-        self._deadlines: Deadlines | None = None
+        self._deadlines: dict[float, Deadlines] = {}
 
     def client_kwargs(self) -> dict[str, Any]:
         compression = self._settings.compression
@@ -138,15 +146,12 @@ class KafkaProducer:
     async def send(
         self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
     ) -> None:
-        producer = self._producer
-        if producer is None:
-            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+        producer = self._running()
         delivery: asyncio.Future[Any] | None = None
-        # One shared timer for all acknowledgement deadlines (gateway/deadlines.py);
-        # ``deadline`` is the same for every request of a process.
-        deadlines = self._deadlines
-        if deadlines is None or deadlines.seconds != deadline:
-            deadlines = self._deadlines = Deadlines(deadline)
+        # One shared timer per deadline length, not one per record (gateway/deadlines.py).
+        deadlines = self._deadlines.get(deadline)
+        if deadlines is None:
+            deadlines = self._deadlines[deadline] = Deadlines(deadline)
         timer = cancel_task_at(deadlines)
         try:
             delivery = await producer.send(topic, value=value, key=key, headers=headers)
@@ -154,18 +159,13 @@ class KafkaProducer:
             # aiokafka must be able to resolve its own future then.
             await asyncio.shield(delivery)
         except asyncio.CancelledError:
-            if not timer.fired:
+            if not timer.caused():
                 raise
-            asyncio.current_task().uncancel()  # type: ignore[union-attr]
             raise ProduceError(
                 "timeout", f"Kafka did not acknowledge within {deadline:g} s", pending=delivery
             ) from None
         except KafkaError as exc:
-            raise ProduceError(
-                "error",
-                f"Kafka refused the record: {type(exc).__name__}",
-                retriable=bool(exc.retriable),
-            ) from exc
+            raise _refused(exc) from exc
         finally:
             timer.cancel()
 
@@ -174,20 +174,19 @@ class KafkaProducer:
         resolves when Kafka acknowledged (or refused) it. Records enqueued one after
         the other keep that order per partition (idempotent producer). The durable
         spool drains through this."""
-        producer = self._producer
-        if producer is None:
-            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+        producer = self._running()
         try:
             future: asyncio.Future[Any] = await producer.send(
                 record.topic, value=record.value, key=record.key, headers=record.headers
             )
         except KafkaError as exc:
-            raise ProduceError(
-                "error",
-                f"Kafka refused the record: {type(exc).__name__}",
-                retriable=bool(exc.retriable),
-            ) from exc
+            raise _refused(exc) from exc
         return future
+
+    def _running(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+        return self._producer
 
     async def readiness(self) -> str | None:
         now = time.monotonic()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import socket
@@ -45,11 +44,14 @@ from gateway.producer import KafkaProducer, RecordProducer
 from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
 from webhook_common.errors import WebhookGatewayError
+from webhook_common.runtime import server_heap
 
 log = logging.getLogger(__name__)
 
 
-# Allocations (net of frees) between two young-generation collections; see _run.
+# Allocations (net of frees) between two young-generation collections. At the default
+# 700 the collector ran ~3,000 times in a 12 s benchmark for 0.4 s of CPU; at 20,000,
+# 5 times (docs/benchmarks.md).
 GC_YOUNG_THRESHOLD = 20_000
 
 
@@ -311,54 +313,45 @@ async def _run(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # Everything built so far (imported modules, FastAPI, pydantic models, the producer)
-    # lives as long as the process. Out of the collector's sight, a full collection
-    # walks only what requests allocate: about 20 ms less per full collection, which
-    # otherwise lands on the acknowledgement latency of whatever requests are waiting.
-    # Requests free almost everything by reference counting, so the young generation
-    # can be large: at 700 (the default) the collector ran ~3,000 times in a 12 s
-    # benchmark for 0.4 s of CPU; at 20,000, 5 times (docs/benchmarks.md).
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
-    web_task = asyncio.create_task(web.serve(sockets=[web_sock]), name="webhook-server")
-    admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]), name="admin-server")
-    if worker is not None:
-        worker.watch(stop.set)  # an orphaned worker stops as on SIGTERM
-    stopping = asyncio.create_task(stop.wait())
-    announce = asyncio.create_task(_announce(web, admin, worker), name="announce-ready")
-    try:
-        log.info(
-            "gateway listening: webhooks on %s, admin on %s",
-            "{}:{}".format(*web_sock.getsockname()[:2]),
-            "{}:{}".format(*admin_sock.getsockname()[:2]),
-            extra={"sources": [s.name for s in ingress.sources]},
-        )
-        await asyncio.wait([web_task, admin_task, stopping], return_when=asyncio.FIRST_COMPLETED)
-        log.info("shutting down: readiness off, draining in-flight requests")
-        state.shutting_down = True
-        if settings.shutdown_delay_seconds and not web_task.done():
-            await asyncio.sleep(settings.shutdown_delay_seconds)
-        web.should_exit = True
-        await web_task
-        # Every request has been answered; give the spool a few seconds to drain (the
-        # rest stays on disk), then deliver what the producer still buffers (records
-        # whose requests timed out) before the admin port goes away.
-        if ingress.spool is not None:
-            await ingress.spool.stop()
-        if flush is not None:
-            await flush()
-        admin.should_exit = True
-        await admin_task
-        log.info("gateway stopped")
-    finally:
-        gc.unfreeze()  # for embedders and tests that run serve() more than once
-        gc.set_threshold(*thresholds)
-        stopping.cancel()
-        announce.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    # Everything built so far lives as long as the process (webhook_common/runtime.py).
+    with server_heap(GC_YOUNG_THRESHOLD):
+        web_task = asyncio.create_task(web.serve(sockets=[web_sock]), name="webhook-server")
+        admin_task = asyncio.create_task(admin.serve(sockets=[admin_sock]), name="admin-server")
+        if worker is not None:
+            worker.watch(stop.set)  # an orphaned worker stops as on SIGTERM
+        stopping = asyncio.create_task(stop.wait())
+        announce = asyncio.create_task(_announce(web, admin, worker), name="announce-ready")
+        try:
+            log.info(
+                "gateway listening: webhooks on %s, admin on %s",
+                "{}:{}".format(*web_sock.getsockname()[:2]),
+                "{}:{}".format(*admin_sock.getsockname()[:2]),
+                extra={"sources": [s.name for s in ingress.sources]},
+            )
+            await asyncio.wait(
+                [web_task, admin_task, stopping], return_when=asyncio.FIRST_COMPLETED
+            )
+            log.info("shutting down: readiness off, draining in-flight requests")
+            state.shutting_down = True
+            if settings.shutdown_delay_seconds and not web_task.done():
+                await asyncio.sleep(settings.shutdown_delay_seconds)
+            web.should_exit = True
+            await web_task
+            # Every request has been answered; give the spool a few seconds to drain (the
+            # rest stays on disk), then deliver what the producer still buffers (records
+            # whose requests timed out) before the admin port goes away.
+            if ingress.spool is not None:
+                await ingress.spool.stop()
+            if flush is not None:
+                await flush()
+            admin.should_exit = True
+            await admin_task
+            log.info("gateway stopped")
+        finally:
+            stopping.cancel()
+            announce.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
 
 
 async def _announce(web: _Server, admin: _Server, worker: Supervised | None) -> None:

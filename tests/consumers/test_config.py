@@ -70,6 +70,12 @@ def test_shared_file_with_interpolation(tmp_path: Path) -> None:
             ),
             "consumers.routes[0].match.pointer",
         ),
+        (
+            with_consumers(
+                routes=[{"name": "r", "sinks": ["f"], "match": {"pointer": {"path": "/a~2"}}}]
+            ),
+            "'~' only as ~0 or ~1",
+        ),
         (with_consumers(unrouted="keep"), "consumers.unrouted: got 'keep'"),
         (with_consumers(retyr={}), "consumers.retyr: got {}: expected no such key"),
         (with_consumers(dlq_topic="webhooks.raw"), "dlq_topic not to be one of the consumed"),

@@ -69,10 +69,31 @@ async def test_cancel_task_at_cancels_the_waiting_task_and_says_so() -> None:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            return deadline.fired
+            if not deadline.caused():
+                raise
+            await asyncio.sleep(0)  # the cancellation was withdrawn: the task goes on
+            return True
         return False
 
     assert await asyncio.wait_for(wait_forever(), 2) is True
+
+
+async def test_a_cancellation_from_elsewhere_is_not_the_deadlines() -> None:
+    deadlines = Deadlines(30.0)
+
+    async def wait_forever() -> None:
+        deadline = cancel_task_at(deadlines)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            assert not deadline.caused()
+            raise
+
+    task = asyncio.create_task(wait_forever())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_a_cancelled_deadline_leaves_the_task_alone() -> None:
