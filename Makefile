@@ -15,13 +15,11 @@ export KAFKA_PORT ?= 9092
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml examples/sink-plugin/pyproject.toml
+$(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is missing: install Python 3.11+"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	# The example sink plugin: the plugin tests load it through its entry point.
-	$(PY) -m pip install -q -e examples/sink-plugin
 	@touch $@
 
 venv: $(STAMP)  ## create .venv and install the project with dev extras

@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
 from consumers.event import Event
-from consumers.plugins import build_sinks, load_sink_class
+from consumers.plugins import SinkRegistry, build_sinks
 from consumers.sinks import BatchSink, Sink, SinkContext, SinkError
 from webhook_common.contract import format_time
 from webhook_common.errors import ConfigError
@@ -105,6 +105,11 @@ class SinkContract:
             registry=CollectorRegistry(),
         )
 
+    def sink_registry(self) -> SinkRegistry:
+        """Where the sink type is looked up: the installed entry points. Override with
+        ``SinkRegistry({"my-type": MySink})`` to test a class before it is installed."""
+        return SinkRegistry()
+
     def broken_config(self) -> dict[str, Any] | None:
         """A config whose target refuses or cannot be reached; None skips that test."""
         return None
@@ -114,7 +119,10 @@ class SinkContract:
     def build(self, config: Mapping[str, Any] | None = None) -> Sink:
         """Build the sink as the consumer does: entry point, validation, constructor."""
         section = {"type": self.sink_type, **(self.sink_config() if config is None else config)}
-        return build_sinks({self.sink_name: section}, self.sink_context())[self.sink_name]
+        sinks = build_sinks(
+            {self.sink_name: section}, self.sink_context(), registry=self.sink_registry()
+        )
+        return sinks[self.sink_name]
 
     @asynccontextmanager
     async def running(self, config: Mapping[str, Any] | None = None) -> AsyncIterator[Sink]:
@@ -131,7 +139,7 @@ class SinkContract:
     # ---- the contract ----------------------------------------------------------
 
     def test_registered_under_its_type(self) -> None:
-        cls = load_sink_class(self.sink_type)
+        cls = self.sink_registry().load(self.sink_type)
         sink = self.build()
         assert type(sink) is cls
         assert sink.name == self.sink_name

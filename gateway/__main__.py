@@ -15,7 +15,10 @@ from gateway import config as gwconfig
 from gateway import send as send_command
 from gateway.sources import build_sources
 from gateway.verifiers.registry import VerifierRegistry
+from webhook_common.cli import exit_status
+from webhook_common.config import secret_values
 from webhook_common.errors import ConfigError, WebhookGatewayError
+from webhook_common.logs import setup_logging
 from webhook_common.runtime import run
 
 EXAMPLES = """\
@@ -76,12 +79,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(cfg: gwconfig.IngressConfig) -> None:
-    from webhook_common.logs import setup_logging
-
     setup_logging(
         cfg.gateway.log_level,
         json_format=cfg.gateway.log_format == "json",
-        secrets=[s.get_secret_value() for src in cfg.sources for s in src.secrets],
+        secrets=secret_values(cfg),
     )
 
 
@@ -225,16 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
-    try:
-        return func(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except WebhookGatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: func(args))
 
 
 if __name__ == "__main__":

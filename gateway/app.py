@@ -24,26 +24,24 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from fastapi import FastAPI, Request
-from fastapi.openapi.utils import get_openapi
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
+from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway import extract, problem
+from gateway import extract
 from gateway.config import GatewaySettings
 from gateway.deadlines import Deadlines, cancel_task_at
 from gateway.metrics import IngressMetrics
+from gateway.openapi import create_api
 from gateway.producer import ProduceError, Record, RecordProducer
 from gateway.sources import Source
 from gateway.spool import Spool
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
+from webhook_common import problem
 from webhook_common.contract import DEFAULT_CONTENT_TYPE, EventMeta, format_time
 
 log = logging.getLogger(__name__)
@@ -424,145 +422,6 @@ class GatewayApp:
                 await self.ingress.handle(found[0], found[1], scope, receive, send)
                 return
         await self.api(scope, receive, send)
-
-
-def problem_handlers(app: FastAPI, on_error: Callable[[int], None]) -> None:
-    """Answer FastAPI's own errors (404, 405, ...) as problem details, counted."""
-
-    async def http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StarletteHTTPException)
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        detail = (
-            exc.detail if exc.status_code != 404 else f"no webhook source at {request.url.path}"
-        )
-        p = problem.Problem(exc.status_code, slug, str(detail))
-        on_error(exc.status_code)
-        return Response(
-            p.body(request.url.path),
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-            media_type=problem.CONTENT_TYPE.decode(),
-        )
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
-
-
-_PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "RFC 9457 problem details",
-    "properties": {
-        "type": {"type": "string", "example": "urn:webhook-gateway:problem:unauthorized"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "instance": {"type": "string"},
-    },
-    "required": ["type", "title", "status", "detail", "instance"],
-}
-
-_ERRORS = {
-    "400": "Body is not JSON (sources with `require_json`)",
-    "401": "Signature missing, invalid or expired",
-    "405": "Method not allowed for this source (see the `Allow` header)",
-    "408": "Body not received within the body timeout",
-    "413": "Body over the source's limit",
-    "429": "Over the source's rate limit (see `Retry-After`)",
-    "503": "Kafka did not acknowledge in time (and the durable spool, when enabled, is "
-    "full), or too many requests in progress (see `Retry-After`)",
-}
-
-
-def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any]:
-    problem_ref = {"$ref": "#/components/schemas/Problem"}
-    responses: dict[str, Any] = {
-        "202": {
-            "description": "Verified and acknowledged by Kafka (or, with the durable "
-            "spool enabled, written to its journal)",
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"id": {"type": "string", "description": "event id"}},
-                        "required": ["id"],
-                    }
-                }
-            },
-        }
-    }
-    for status, description in _ERRORS.items():
-        if status == "429" and source.rate_limit is None:
-            continue
-        responses[status] = {
-            "description": description,
-            "content": {"application/problem+json": {"schema": problem_ref}},
-        }
-    op: dict[str, Any] = {
-        "tags": ["webhooks"],
-        "summary": f"Receive a {source.name} webhook",
-        "description": (
-            f"Verified with the `{type(source.verifier).__name__}` verifier on the raw "
-            f"bytes, written to Kafka topic `{source.topic}`, then acknowledged. Body "
-            f"limit {source.body_limit} bytes."
-        ),
-        "operationId": f"webhook_{source.name}_{method.lower()}"
-        + ("_event_type" if with_segment else ""),
-        "responses": responses,
-    }
-    if with_segment:
-        op["parameters"] = [
-            {
-                "name": "event_type",
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string"},
-                "description": "event type recorded as `ce_type`",
-            }
-        ]
-    if method != "GET":
-        op["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": {}}},
-        }
-    return op
-
-
-def _version() -> str:
-    try:
-        return metadata.version("webhook-gateway")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
-def create_api(sources: Sequence[Source], on_error: Callable[[int], None]) -> FastAPI:
-    """The FastAPI app behind :class:`GatewayApp`: OpenAPI and docs."""
-    api = FastAPI(
-        title="webhook-gateway ingress",
-        version=_version(),
-        description="Verifies webhooks on their raw bytes and writes them to Kafka.",
-        redoc_url=None,
-    )
-    problem_handlers(api, on_error)
-
-    def openapi() -> dict[str, Any]:
-        if api.openapi_schema is None:
-            schema = get_openapi(
-                title=api.title, version=api.version, description=api.description, routes=[]
-            )
-            paths = schema.setdefault("paths", {})
-            for source in sources:
-                for with_segment in (False, True):
-                    path = source.path + ("/{event_type}" if with_segment else "")
-                    paths[path] = {
-                        m.lower(): _operation(source, m, with_segment) for m in source.methods
-                    }
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = (
-                _PROBLEM_SCHEMA
-            )
-            api.openapi_schema = schema
-        return api.openapi_schema
-
-    api.openapi = openapi  # type: ignore[method-assign]
-    return api
 
 
 def create_app(ingress: Ingress) -> GatewayApp:

@@ -23,9 +23,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway import problem
 from gateway.config import HttpLimits
 from gateway.deadlines import Deadline, Deadlines
+from webhook_common import problem
 
 Refused = Callable[[str, int], None]  # (reason label, HTTP status or 0)
 

@@ -24,25 +24,22 @@ import asyncio
 import math
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import httpx
-from pydantic import BaseModel
 
 from gateway import config as gwconfig
 from gateway import examples
 from gateway.sources import build_sources
+from gateway.verifiers import Outgoing, Signing
 from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.errors import ConfigError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
-# Types this command can sign for; a plugin verifier needs its own tooling.
-SIGNABLE = ("crystallize", "standard-webhooks", "stripe", "github", "shopify", "generic-hmac")
 
 EPILOG = """\
 examples:
@@ -76,106 +73,6 @@ class Target:
     body: bytes
     headers: Mapping[str, str]
     signer: Signer
-
-
-def _new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def make_signer(
-    verifier_type: str,
-    config: BaseModel,
-    secret: str,
-    *,
-    mode: str | None = None,
-    event_type: str | None = None,
-) -> Signer:
-    """A function giving the signature headers of one request for this verifier.
-
-    ``config`` is the verifier's validated ``Config`` model. Raises :class:`ConfigError`
-    when the scheme cannot be signed as asked.
-    """
-    if verifier_type == "crystallize":
-        from gateway.verifiers import crystallize
-
-        assert isinstance(config, crystallize.CrystallizeConfig)
-        chosen = mode or ("jwt" if config.mode == "auto" else config.mode)
-        if config.mode != "auto" and chosen != config.mode:
-            raise ConfigError(
-                f"--mode {chosen}: this source's verifier accepts only {config.mode} "
-                "signatures (verifier.mode)"
-            )
-        if chosen == "hmac":
-            return lambda method, url, body: {
-                crystallize.HEADER: crystallize.sign_hmac(secret, body)
-            }
-        tenant = config.tenant_identifier or "example-tenant"
-
-        def jwt_headers(method: str, url: str, body: bytes) -> dict[str, str]:
-            token = crystallize.sign_jwt(
-                secret,
-                url,
-                method,
-                body,
-                tenant_identifier=tenant,
-                issuer=config.issuer,
-                audience=config.audience,
-            )
-            return {crystallize.HEADER: token}
-
-        return jwt_headers
-    if mode is not None:
-        raise ConfigError(f"--mode: only for crystallize sources, not {verifier_type}")
-    if verifier_type == "standard-webhooks":
-        from gateway.verifiers import standard
-
-        return lambda method, url, body: standard.sign(
-            body, secret, msg_id=f"msg_{uuid.uuid4().hex}"
-        )
-    if verifier_type == "stripe":
-        from gateway.verifiers import stripe
-
-        return lambda method, url, body: stripe.sign(body, secret)
-    if verifier_type == "github":
-        from gateway.verifiers import github
-
-        return lambda method, url, body: github.sign(
-            body, secret, delivery=_new_id(), event=event_type
-        )
-    if verifier_type == "shopify":
-        from gateway.verifiers import shopify
-
-        return lambda method, url, body: shopify.sign(
-            body, secret, webhook_id=_new_id(), topic=event_type
-        )
-    if verifier_type == "generic-hmac":
-        from gateway.verifiers import generic
-
-        assert isinstance(config, generic.GenericHmacConfig)
-        cfg = config
-
-        def generic_headers(method: str, url: str, body: bytes) -> dict[str, str]:
-            headers = generic.sign(body, secret, cfg)
-            if cfg.id_header is not None:
-                headers[cfg.id_header] = _new_id()
-            if cfg.type_header is not None and event_type is not None:
-                headers[cfg.type_header] = event_type
-            return headers
-
-        return generic_headers
-    if verifier_type == "none":
-        return lambda method, url, body: {}
-    raise ConfigError(
-        f"cannot sign for verifier type {verifier_type!r}: send signs for "
-        f"{', '.join(SIGNABLE)} and none"
-    )
-
-
-def _type_in_header(verifier_type: str, config: BaseModel) -> bool:
-    """Whether ``--event-type`` travels in a header (else as the path's last segment)."""
-    if verifier_type in ("github", "shopify"):
-        return True
-    return verifier_type == "generic-hmac" and getattr(config, "type_header", None) is not None
 
 
 # -- building a target from the command line -------------------------------------------
@@ -228,11 +125,22 @@ def _signed_url(url: httpx.URL, public_url: str | None, route_path: str) -> str:
     return public_url + rest + (f"?{query}" if query else "")
 
 
-def build_target(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> Target:
+def _signer(verifier: Signing, secret: str, scheme: str | None, event_type: str | None) -> Signer:
+    def headers(method: str, url: str, body: bytes) -> dict[str, str]:
+        return verifier.sign(Outgoing(method, url, body, secret, event_type, scheme))
+
+    return headers
+
+
+def build_target(
+    args: argparse.Namespace,
+    stdin: TextIO = sys.stdin,
+    registry: VerifierRegistry | None = None,
+) -> Target:
     """Validate the command line against the config and prepare what to send."""
     cfg = gwconfig.load(args.config)
     # The same validation as `serve`: a config the gateway would refuse is refused here.
-    sources = build_sources(cfg, VerifierRegistry())
+    sources = build_sources(cfg, registry if registry is not None else VerifierRegistry())
     by_name = {s.name: (i, s) for i, s in enumerate(sources)}
     if args.source not in by_name:
         raise ConfigError(
@@ -255,26 +163,27 @@ def build_target(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> Target:
     if method != "GET" and args.file is None and args.example is None:
         raise ConfigError(f"--method {method}: expected a body: --file PATH, --file - or --example")
 
-    verifier_type = sc.verifier.type
-    verifier_cls = VerifierRegistry().load(verifier_type)
-    verifier_config = verifier_cls.Config.model_validate(sc.verifier.options())
-    if verifier_type != "none":
-        if not sc.secrets:
-            raise ConfigError(f"sources[{index}].secrets: source {sc.name!r} has no secret")
+    verifier = source.verifier
+    if not isinstance(verifier, Signing):
+        raise ConfigError(
+            f"sources[{index}].verifier.type: verifier {sc.verifier.type!r} cannot sign "
+            "(it has no sign method), so send cannot make requests it accepts"
+        )
+    if args.mode is not None and args.mode not in verifier.signing_schemes:
+        choice = ", ".join(verifier.signing_schemes)
+        raise ConfigError(
+            f"--mode {args.mode}: verifier {sc.verifier.type!r} "
+            + (f"signs with one of {choice}" if choice else "signs one way only")
+        )
+    secret = ""
+    if sc.secrets:
         if not 0 <= args.secret_index < len(sc.secrets):
             raise ConfigError(
                 f"--secret-index {args.secret_index}: source {sc.name!r} has "
                 f"{len(sc.secrets)} secret(s), indexes 0-{len(sc.secrets) - 1}"
             )
-    secret = "" if verifier_type == "none" else sc.secrets[args.secret_index].get_secret_value()
-    in_header = _type_in_header(verifier_type, verifier_config)
-    signer = make_signer(
-        verifier_type,
-        verifier_config,
-        secret,
-        mode=args.mode,
-        event_type=args.event_type if in_header else None,
-    )
+        secret = sc.secrets[args.secret_index].get_secret_value()
+    in_header = verifier.event_type_header is not None
     segment = args.event_type if args.event_type is not None and not in_header else None
     url = _request_url(args.url, source.path, segment)
 
@@ -284,9 +193,14 @@ def build_target(args: argparse.Namespace, stdin: TextIO = sys.stdin) -> Target:
     for text in args.header or ():
         name, value = _parse_header(text)
         headers[name] = value
+    signed_url = _signed_url(url, source.public_url, source.path)
+    signer = _signer(verifier, secret, args.mode, args.event_type if in_header else None)
+    # Signed once now, so a scheme the verifier refuses is a usage error before anything
+    # is sent; each request is signed again when it goes out (fresh timestamps and ids).
+    signer(method, signed_url, body)
     return Target(
         url=url,
-        signed_url=_signed_url(url, source.public_url, source.path),
+        signed_url=signed_url,
         method=method,
         body=body,
         headers=headers,

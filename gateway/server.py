@@ -20,31 +20,29 @@ directory, and a shutdown also when the supervisor has gone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import uvicorn
-from fastapi import FastAPI
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from starlette.responses import Response
+from prometheus_client import CollectorRegistry, Gauge
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
-from gateway import problem
-from gateway.app import Ingress, IngressState, create_app, problem_handlers
+from gateway.app import Ingress, IngressState, create_app
 from gateway.config import GatewaySettings, HttpLimits, IngressConfig
 from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
 from gateway.producer import KafkaProducer, RecordProducer
 from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
-from webhook_common.errors import WebhookGatewayError
+from webhook_common.admin import Probe, admin_app
+from webhook_common.errors import StartupError
 from webhook_common.runtime import server_heap
+from webhook_common.server import Server, bind, make_server
 
 log = logging.getLogger(__name__)
 
@@ -55,39 +53,15 @@ log = logging.getLogger(__name__)
 GC_YOUNG_THRESHOLD = 20_000
 
 
-class StartupError(WebhookGatewayError):
-    """The gateway cannot start (port in use, Kafka unreachable); the message says which."""
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: :func:`serve` owns the shutdown order."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.listening.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def create_admin_app(
     state: IngressState,
     producer: RecordProducer,
     registry: CollectorRegistry,
     spool: Spool | None = None,
-) -> FastAPI:
-    admin = FastAPI(title="webhook-gateway admin", docs_url=None, redoc_url=None)
-    problem_handlers(admin, lambda status: None)
-
+) -> Starlette:
     # Readiness as a metric too, so an alert can tell "running but not ready" (Kafka
     # unreachable, topics missing, draining) from "down"; refreshed on every scrape.
-    ready = Gauge(
+    ready_gauge = Gauge(
         "webhookgw_ingress_ready",
         "1 when /readyz answers 200 (producer connected, topics exist, not shutting "
         "down), else 0; evaluated at each scrape.",
@@ -98,58 +72,25 @@ def create_admin_app(
         reason = "shutting down" if state.shutting_down else await producer.readiness()
         if reason and spool is not None and not state.shutting_down and not spool.broken:
             reason = None  # Kafka down is what the spool is for: keep accepting
-        ready.set(0 if reason else 1)
+        ready_gauge.set(0 if reason else 1)
         return reason
 
-    @admin.get("/metrics")
-    async def metrics() -> Response:
-        await not_ready_reason()
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @admin.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @admin.get("/readyz", response_model=None)
-    async def readyz() -> dict[str, Any] | Response:
+    async def ready() -> Probe:
         reason = await not_ready_reason()
-        if reason is None:
-            if spool is None:
-                return {"status": "ready"}
-            detail: dict[str, Any] = {"status": "ready", "spool": spool.status()}
-            kafka = await producer.readiness()
-            if kafka is not None:
-                detail["kafka"] = kafka
-            return detail
-        p = problem.unavailable(f"not ready: {reason}", 1)
-        return Response(
-            p.body("/readyz"),
-            status_code=503,
-            headers={k.decode(): v.decode() for k, v in p.headers},
-            media_type=problem.CONTENT_TYPE.decode(),
-        )
+        if reason is not None:
+            return Probe(False, f"not ready: {reason}")
+        if spool is None:
+            return Probe(True)
+        extra: dict[str, Any] = {"spool": spool.status()}
+        kafka = await producer.readiness()
+        if kafka is not None:
+            extra["kafka"] = kafka
+        return Probe(True, extra=extra)
 
-    return admin
+    async def on_scrape() -> None:
+        await not_ready_reason()
 
-
-def bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A listening socket, so a busy port is one clear error before anything starts.
-
-    ``reuse_port``: join the other workers on the port (``SO_REUSEPORT``): the kernel
-    then spreads new connections evenly over the workers' sockets."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
+    return admin_app(registry, ready=ready, on_scrape=on_scrape)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,17 +117,8 @@ class Supervised(Protocol):
         """Call ``on_gone`` (on the running loop) once the supervisor has gone away."""
 
 
-def _uvicorn(app: ASGIApp, grace: float, **options: Any) -> _Server:
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=max(1, round(grace)),
-        **options,
-    )
-    return _Server(config)
+def _uvicorn(app: ASGIApp, grace: float, **options: Any) -> Server:
+    return make_server(app, timeout_graceful_shutdown=max(1, round(grace)), **options)
 
 
 def _web_options(ingress: Ingress, limits: HttpLimits) -> dict[str, Any]:
@@ -294,7 +226,7 @@ async def serve(
 
 async def _run(
     ingress: Ingress,
-    admin_app: FastAPI,
+    admin_asgi: Starlette,
     settings: GatewaySettings,
     web_sock: socket.socket,
     admin_sock: socket.socket,
@@ -307,7 +239,7 @@ async def _run(
         settings.shutdown_grace_seconds,
         **_web_options(ingress, settings.http),
     )
-    admin = _uvicorn(admin_app, 5, proxy_headers=False)
+    admin = _uvicorn(admin_asgi, 5, proxy_headers=False)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -354,7 +286,7 @@ async def _run(
                 loop.remove_signal_handler(sig)
 
 
-async def _announce(web: _Server, admin: _Server, worker: Supervised | None) -> None:
+async def _announce(web: Server, admin: Server, worker: Supervised | None) -> None:
     """Tell the supervisor once both servers have started (they start in moments: the
     sockets are already bound and the producer connected)."""
     if worker is None:

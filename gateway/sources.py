@@ -30,7 +30,7 @@ class Source:
 
 def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
     defaults = sc.defaults
-    verifier = registry.build(index, sc.verifier.type, sc.verifier.options(), sc.secrets)
+    verifier = registry.build_verifier(index, sc.verifier.type, sc.verifier.options(), sc.secrets)
     key = sc.key
     return Source(
         name=sc.name,

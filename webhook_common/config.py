@@ -140,6 +140,31 @@ def _show(value: Any, path: Sequence[str | int]) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def secret_values(data: Any, path: tuple[str | int, ...] = ()) -> list[str]:
+    """Every secret value in a config tree (models, mappings, lists), for the log redactor:
+    ``SecretStr`` values, strings under a key that names a secret, and the password of
+    any URL (a DSN, a Redis URL), wherever it sits."""
+    if isinstance(data, SecretStr):
+        return [*secret_values(data.get_secret_value(), path), data.get_secret_value()]
+    if isinstance(data, BaseModel):
+        return [
+            v
+            for name in type(data).model_fields
+            for v in secret_values(getattr(data, name), (*path, name))
+        ]
+    if isinstance(data, Mapping):
+        return [v for k, item in data.items() for v in secret_values(item, (*path, str(k)))]
+    if isinstance(data, list | tuple):
+        return [v for i, item in enumerate(data) for v in secret_values(item, (*path, i))]
+    if isinstance(data, str):
+        found = [m.group(1) for m in _URL_USERINFO_PASSWORD.finditer(data)]
+        return [data, *found] if is_secret_key(path) else found
+    return []
+
+
+_URL_USERINFO_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:([^@\s]+)@")
+
+
 def _lookup(data: Any, path: Sequence[str | int]) -> tuple[bool, Any]:
     cur = data
     for seg in path:
@@ -150,21 +175,31 @@ def _lookup(data: Any, path: Sequence[str | int]) -> tuple[bool, Any]:
     return True, cur
 
 
-def validate(model: type[M], data: Mapping[str, Any], *, source: str = "config") -> M:
+def validate(
+    model: type[M],
+    data: Mapping[str, Any],
+    *,
+    source: str = "config",
+    at: Sequence[str | int] = (),
+) -> M:
     """Validate ``data`` against ``model``; every problem becomes one line of a
-    :class:`ConfigError` naming key path, value and expectation."""
+    :class:`ConfigError` naming key path, value and expectation. ``at`` is where ``data``
+    sits in the file (``consumers.sinks.out``), so paths read as the user wrote them."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = [seg for seg in err["loc"] if isinstance(seg, str | int)]
+            path = [*at, *loc]
             found, value = _lookup(data, loc)
-            got = f"got {_show(value, loc)}" if found else "missing"
+            got = f"got {_show(value, path)}" if found else "missing"
             expected = err["msg"]
             if err["type"] == "extra_forbidden":
                 expected = "no such key (check spelling)"
-            lines.append(f"{format_path(loc)}: {got}: expected {expected[0].lower()}{expected[1:]}")
+            lines.append(
+                f"{format_path(path)}: {got}: expected {expected[0].lower()}{expected[1:]}"
+            )
         plural = "s" if len(lines) > 1 else ""
         raise ConfigError(
             f"{source}: {len(lines)} invalid value{plural}:\n  " + "\n  ".join(lines)

@@ -21,3 +21,7 @@ class ConfigError(WebhookGatewayError):
 
 class ContractError(WebhookGatewayError):
     """A Kafka record does not follow the contract in :mod:`webhook_common.contract`."""
+
+
+class StartupError(WebhookGatewayError):
+    """A process cannot start (port in use, a service unreachable); the message says which."""

@@ -2,8 +2,10 @@
 
 Called once from each ``__main__``. JSON lines are what log pipelines want; text is
 for a terminal. Secrets are kept out by construction (config holds them as
-``SecretStr``, which prints as ``**********``); :class:`RedactingFilter` is the second
-line of defence for values that are known secrets at startup.
+``SecretStr``, which prints as ``**********``); the handler's :class:`Redactor` is the
+second line of defence: every secret the process was configured with is blanked out of
+every line, whatever library wrote it (an exception message may quote a header value
+or a URL).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from webhook_common.config import REDACTED
 
 _STD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -39,42 +43,57 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-class RedactingFilter(logging.Filter):
-    """Replaces any occurrence of a known secret in a formatted message."""
+class Redactor:
+    """Blanks out known secret values in text (a log line, an error kept in a record).
+
+    Each secret is matched as written and as it appears inside a JSON string (quotes
+    and backslashes escaped), so JSON log lines are covered too."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        super().__init__()
-        # Short strings would redact ordinary words; real secrets are long.
-        self._secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        forms: set[str] = set()
+        for secret in secrets:
+            # Short strings would redact ordinary words; real secrets are long.
+            if len(secret) >= 6:
+                forms.add(secret)
+                forms.add(orjson.dumps(secret).decode()[1:-1])
+        self._forms = sorted(forms, key=len, reverse=True)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
-            return True
-        message = record.getMessage()
-        redacted = message
-        for secret in self._secrets:
-            redacted = redacted.replace(secret, "<redacted>")
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, REDACTED)
+        return text
 
 
-def setup_logging(
-    level: str = "INFO", *, json_format: bool = True, secrets: Iterable[str] = ()
-) -> None:
-    """Configure the root logger once; safe to call again (replaces our handler)."""
+class _RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Redacts the whole formatted line — message, extra fields and traceback alike —
+    whichever formatter is set on it."""
+
+    _webhookgw = True
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__(sys.stderr)
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
+
+
+def setup_logging(level: str, *, json_format: bool, secrets: Iterable[str]) -> None:
+    """Configure the root logger once; safe to call again (replaces our handler).
+
+    ``secrets``: every secret value the process holds (see
+    :func:`webhook_common.config.secret_values`); required, so no process can forget."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_webhookgw", False):
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._webhookgw = True  # type: ignore[attr-defined]
+    handler = _RedactingHandler(Redactor(secrets))
     handler.setFormatter(
         JsonFormatter()
         if json_format
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
-    handler.addFilter(RedactingFilter(secrets))
     root.addHandler(handler)
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR; keep them, but not at DEBUG volume.

@@ -6,6 +6,10 @@ The class has a pydantic ``Config`` model for its section of the source config a
 built once at startup as ``cls(config, secrets)``; ``verify`` then runs on the hot path
 for every request, so it must be synchronous CPU work with no I/O.
 
+A verifier may also sign (:class:`Signing`): given a secret it produces the headers the
+provider would send, so ``gateway send`` and tests can make deliveries it accepts. The
+built-ins all do; a plugin that does is signed by ``send`` the same way.
+
 Verifiers fail closed: anything unexpected in a request ends as
 :class:`VerificationError` (a 401), never as another exception. The gateway wraps calls
 anyway and counts any stray exception as reason ``internal``, but a verifier that lets
@@ -83,3 +87,40 @@ class Verifier(Protocol):
     def verify(self, request: WebhookRequest) -> Verified:
         """Return :class:`Verified` or raise :class:`VerificationError`."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request to sign as the provider would.
+
+    ``url`` is the URL as the gateway reconstructs it for ``verify``; ``secret`` the
+    configured secret to sign with (``""`` for a source without secrets); ``event_type``
+    is given only when the scheme carries it in a header (:attr:`Signing.event_type_header`);
+    ``scheme`` picks one of :attr:`Signing.signing_schemes` (``None``: the default).
+    """
+
+    method: str
+    url: str
+    body: bytes
+    secret: str
+    event_type: str | None = None
+    scheme: str | None = None
+
+
+@runtime_checkable
+class Signing(Protocol):
+    """Optional capability of a verifier: sign requests the way its provider does.
+
+    ``signing_schemes``: the names ``Outgoing.scheme`` may take when the verifier accepts
+    more than one kind of signature (empty: one kind only). ``event_type_header``: the
+    header the scheme carries the event type in, or ``None`` (the event type then travels
+    as the path's last segment). ``sign`` returns the headers to add and raises
+    :class:`~webhook_common.errors.ConfigError` when it cannot sign as asked.
+    """
+
+    signing_schemes: ClassVar[tuple[str, ...]]
+
+    @property
+    def event_type_header(self) -> str | None: ...
+
+    def sign(self, request: Outgoing) -> dict[str, str]: ...

@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import re
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal, TypeVar
 
@@ -60,6 +61,11 @@ def own_config(config: BaseModel, model: type[C]) -> C:
             f"verifier config: got a {type(config).__name__}: expected {model.__name__}"
         )
     return config
+
+
+def new_id() -> str:
+    """A fresh delivery id, as a provider gives each delivery it signs."""
+    return str(uuid.uuid4())
 
 
 def fail(reason: str, detail: str) -> VerificationError:

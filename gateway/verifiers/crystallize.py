@@ -3,7 +3,7 @@
 Crystallize sends an HS256 JWT signed with the tenant's signature secret. Its ``hmac``
 claim is the plain (unkeyed) SHA-256 hex of JavaScript's
 ``JSON.stringify({url, method, body})`` for the request it made, so the token binds the
-URL, the method and the body; :mod:`gateway.jsjson` reproduces the serialisation.
+URL, the method and the body; :mod:`gateway.verifiers.jsjson` reproduces the serialisation.
 
 GET webhooks carry their data in the query string. When the first challenge fails for a
 GET, Crystallize's official verifier retries with ``url`` = the webhook URL as configured
@@ -30,8 +30,8 @@ from urllib.parse import parse_qsl, urlsplit
 import jwt
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-from gateway.jsjson import JsonValue, NotJsonError, stringify, stringify_request
-from gateway.verifiers import VerificationError, Verified, WebhookRequest, jws
+from gateway.verifiers import Outgoing, VerificationError, Verified, WebhookRequest, jws
+from gateway.verifiers.jsjson import JsonValue, NotJsonError, stringify, stringify_request
 from webhook_common.config import StrictModel
 from webhook_common.errors import ConfigError
 
@@ -167,6 +167,30 @@ class CrystallizeVerifier:
         self._configured_params: frozenset[str] = frozenset()
         if config.webhook_url is not None:
             self._configured_params = frozenset(_query_object(urlsplit(config.webhook_url).query))
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ("jwt", "hmac")
+    event_type_header = None
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        config = self._config
+        scheme = request.scheme or ("jwt" if config.mode == "auto" else config.mode)
+        if config.mode != "auto" and scheme != config.mode:
+            raise ConfigError(
+                f"scheme {scheme}: this source's verifier accepts only {config.mode} "
+                "signatures (verifier.mode)"
+            )
+        if scheme == "hmac":
+            return {HEADER: sign_hmac(request.secret, request.body)}
+        token = sign_jwt(
+            request.secret,
+            request.url,
+            request.method,
+            request.body,
+            tenant_identifier=config.tenant_identifier or "example-tenant",
+            issuer=config.issuer,
+            audience=config.audience,
+        )
+        return {HEADER: token}
 
     def verify(self, request: WebhookRequest) -> Verified:
         header = request.headers.get(HEADER, "").strip()

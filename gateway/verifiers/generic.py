@@ -27,7 +27,7 @@ from typing import ClassVar
 from pydantic import BaseModel, SecretStr, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import (
     Algorithm,
     Clock,
@@ -38,6 +38,7 @@ from gateway.verifiers._common import (
     fail,
     hmac_digest,
     match_secret,
+    new_id,
     optional_header,
     own_config,
     parse_unix_seconds,
@@ -126,6 +127,21 @@ class GenericHmacVerifier:
             (literal.encode(), field) for literal, field in _template_fields(cfg.signed_template())
         ]
         self._clock = clock
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def event_type_header(self) -> str | None:
+        return self._config.type_header
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        cfg = self._config
+        headers = sign(request.body, request.secret, cfg)
+        if cfg.id_header is not None:
+            headers[cfg.id_header] = new_id()
+        if cfg.type_header is not None and request.event_type is not None:
+            headers[cfg.type_header] = request.event_type
+        return headers
 
     def verify(self, request: WebhookRequest) -> Verified:
         cfg = self._config

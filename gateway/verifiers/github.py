@@ -16,12 +16,13 @@ from typing import ClassVar
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import (
     decode_digest,
     fail,
     hmac_digest,
     match_secret,
+    new_id,
     optional_header,
     own_config,
     required_header,
@@ -45,6 +46,12 @@ class GitHubVerifier:
     def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
         own_config(config, GitHubConfig)
         self._keys = utf8_secrets(secrets, "github")
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = "x-github-event"
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        return sign(request.body, request.secret, delivery=new_id(), event=request.event_type)
 
     def verify(self, request: WebhookRequest) -> Verified:
         header = required_header(request.headers, HEADER)

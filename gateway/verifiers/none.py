@@ -14,7 +14,7 @@ from typing import ClassVar
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import own_config
 from webhook_common.config import StrictModel
 
@@ -55,6 +55,12 @@ class NoVerifier:
             "without any signature check%s",
             "; its configured secrets are ignored" if secrets else "",
         )
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = None
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        return {}
 
     def verify(self, request: WebhookRequest) -> Verified:
         return Verified(secret_index=NO_SECRET)

@@ -16,11 +16,12 @@ from typing import ClassVar
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import (
     decode_digest,
     hmac_digest,
     match_secret,
+    new_id,
     optional_header,
     own_config,
     required_header,
@@ -43,6 +44,12 @@ class ShopifyVerifier:
     def __init__(self, config: BaseModel, secrets: Sequence[SecretStr]) -> None:
         own_config(config, ShopifyConfig)
         self._keys = utf8_secrets(secrets, "shopify")
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = "x-shopify-topic"
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        return sign(request.body, request.secret, webhook_id=new_id(), topic=request.event_type)
 
     def verify(self, request: WebhookRequest) -> Verified:
         header = required_header(request.headers, HEADER)

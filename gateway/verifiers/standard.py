@@ -21,12 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import (
     Clock,
     TimestampedConfig,
@@ -116,6 +117,12 @@ class StandardWebhooksVerifier:
         self._keys = keys
         self._tolerance = own_config(config, StandardWebhooksConfig).tolerance_seconds
         self._clock = clock
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = None
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        return sign(request.body, request.secret, msg_id=f"msg_{uuid.uuid4().hex}")
 
     def verify(self, request: WebhookRequest) -> Verified:
         prefix = _header_family(request)

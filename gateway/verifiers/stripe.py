@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, SecretStr
 
-from gateway.verifiers import Verified, WebhookRequest
+from gateway.verifiers import Outgoing, Verified, WebhookRequest
 from gateway.verifiers._common import (
     Clock,
     TimestampedConfig,
@@ -67,6 +67,12 @@ class StripeVerifier:
         self._keys = utf8_secrets(secrets, "stripe")
         self._tolerance = own_config(config, StripeConfig).tolerance_seconds
         self._clock = clock
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = None
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        return sign(request.body, request.secret)
 
     def verify(self, request: WebhookRequest) -> Verified:
         raw_ts, signatures = _parse(required_header(request.headers, HEADER))

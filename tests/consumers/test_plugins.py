@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,14 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from consumers.plugins import PluginError, available_types, build_sinks, load_sink_class
-from consumers.sinks import SinkContext
+from consumers.plugins import PluginError, SinkRegistry, build_sinks
+from consumers.sinks import ENTRY_POINT_GROUP, SinkContext
 from consumers.sinks.file import FileSink
+from tests.plugin_dist import lay_out_project, write_dist_info
 from webhook_common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "sink-plugin"
-EXAMPLE_DIST = "webhook-gateway-stdout-sink"
 BUILT_IN = {"file", "http", "kafka", "postgres", "log"}
 
 
@@ -30,19 +30,12 @@ def context() -> SinkContext:
     return SinkContext("127.0.0.1:9092", {}, CollectorRegistry())
 
 
-@pytest.fixture(scope="session")
-def example_plugin() -> str:
-    """Install the example plugin into this venv (editable) unless it already is."""
-    try:
-        distribution(EXAMPLE_DIST)
-    except PackageNotFoundError:
-        # --no-deps: its one dependency, this project, is installed (and not on PyPI).
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(EXAMPLE)],
-            check=True,
-            timeout=600,
-        )
-    return EXAMPLE_DIST
+@pytest.fixture
+def example_plugin(tmp_path: Path) -> dict[str, str]:
+    """The environment of a fresh interpreter in which the example plugin is installed."""
+    paths = lay_out_project(EXAMPLE, tmp_path / "site")
+    pythonpath = os.pathsep.join([*map(str, paths), str(ROOT)])
+    return {**os.environ, "PYTHONPATH": pythonpath}
 
 
 # A stand-in for an installed distribution: a .dist-info with entry points, on sys.path.
@@ -64,33 +57,31 @@ def make_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MakePlugin:
         module = f"plugin_{uuid.uuid4().hex[:10]}"
         type_name = type_name or f"t-{uuid.uuid4().hex[:8]}"
         (tmp_path / f"{module}.py").write_text(source)
-        info = tmp_path / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir(exist_ok=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        with (info / "entry_points.txt").open("a") as f:
-            f.write(f"[webhook_gateway.sinks]\n{type_name} = {module}:{attr}\n")
+        write_dist_info(
+            tmp_path, dist, version, {ENTRY_POINT_GROUP: {type_name: f"{module}:{attr}"}}
+        )
         return f"{type_name} = {module}:{attr}"
 
     return make
 
 
 def test_built_in_sinks_load_through_the_entry_point_group() -> None:
-    assert set(available_types()) >= BUILT_IN
+    assert set(SinkRegistry().names()) >= BUILT_IN
     for name in BUILT_IN:
-        cls = load_sink_class(name)
+        cls = SinkRegistry().load(name)
         assert issubclass(cls.Config, BaseModel)
-    loaded: object = load_sink_class("file")
+    loaded: object = SinkRegistry().load("file")
     assert loaded is FileSink
 
 
 def test_unknown_type_lists_the_available_ones() -> None:
     with pytest.raises(PluginError) as info:
-        load_sink_class("fiel")
+        SinkRegistry().load("fiel")
     message = str(info.value)
     assert "'fiel'" in message
     assert "webhook_gateway.sinks" in message
-    listed = message.split("available: ")[1].split(", ")
-    assert listed == sorted(available_types())
+    listed = message.split("one of: ")[1].split(" (entry points")[0].split(", ")
+    assert listed == sorted(SinkRegistry().names())
     assert set(listed) >= BUILT_IN
 
 
@@ -99,7 +90,7 @@ def test_a_plugin_that_fails_to_import_names_entry_point_and_distribution(
 ) -> None:
     spec = make_plugin("import not_installed_dependency_xyz\n")
     with pytest.raises(PluginError) as info:
-        load_sink_class(spec.split(" = ")[0])
+        SinkRegistry().load(spec.split(" = ")[0])
     message = str(info.value)
     assert f"'{spec}'" in message
     assert "broken-sink-plugin 1.2.3" in message
@@ -111,13 +102,13 @@ def test_a_plugin_that_fails_to_import_names_entry_point_and_distribution(
 def test_a_plugin_raising_at_import_is_reported_too(make_plugin: MakePlugin) -> None:
     spec = make_plugin("raise RuntimeError('boom at import')\n", dist="other-plugin", version="9")
     with pytest.raises(PluginError, match=r"other-plugin 9\).*RuntimeError: boom at import"):
-        load_sink_class(spec.split(" = ")[0])
+        SinkRegistry().load(spec.split(" = ")[0])
 
 
 def test_a_missing_attribute_is_reported(make_plugin: MakePlugin) -> None:
     spec = make_plugin("X = 1\n", attr="Nope")
     with pytest.raises(PluginError, match="AttributeError"):
-        load_sink_class(spec.split(" = ")[0])
+        SinkRegistry().load(spec.split(" = ")[0])
 
 
 @pytest.mark.parametrize(
@@ -141,7 +132,7 @@ def test_an_object_that_is_not_a_sink_is_refused(
 ) -> None:
     spec = make_plugin(source)
     with pytest.raises(PluginError) as info:
-        load_sink_class(spec.split(" = ")[0])
+        SinkRegistry().load(spec.split(" = ")[0])
     assert expected in str(info.value)
     assert f"'{spec}'" in str(info.value)
 
@@ -150,7 +141,7 @@ def test_one_type_registered_twice_is_refused(make_plugin: MakePlugin) -> None:
     make_plugin("", dist="first-plugin", type_name="twice")
     make_plugin("", dist="second-plugin", type_name="twice")
     with pytest.raises(PluginError) as info:
-        load_sink_class("twice")
+        SinkRegistry().load("twice")
     assert "first-plugin" in str(info.value)
     assert "second-plugin" in str(info.value)
 
@@ -186,7 +177,7 @@ def test_a_constructor_failure_is_reported(make_plugin: MakePlugin) -> None:
             {"out": {"path": "x"}},
             "consumers.sinks.out.type: missing: expected a sink type, one of:",
         ),
-        ({"out": {"type": "fiel"}}, "consumers.sinks.out.type: no sink type 'fiel'"),
+        ({"out": {"type": "fiel"}}, "consumers.sinks.out.type: got 'fiel': expected a sink type"),
         ({"out": ["file"]}, "consumers.sinks.out: got a list: expected a mapping"),
         ({"bad name": {"type": "log"}}, "consumers.sinks: sink name 'bad name'"),
         ({"out": {"type": "log", "levle": "INFO"}}, "consumers.sinks.out.levle: got 'INFO': "),
@@ -224,28 +215,35 @@ def test_build_sinks_builds_every_section(tmp_path: Path) -> None:
     assert sinks["a"].name == "a"
 
 
-def run_python(code: str) -> subprocess.CompletedProcess[str]:
+def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
     )
 
 
-def test_the_example_plugin_is_found_by_name(example_plugin: str) -> None:
+def test_the_example_plugin_is_found_by_name(example_plugin: dict[str, str]) -> None:
     # A fresh interpreter, as the consumer process would be after `pip install`.
     result = run_python(
-        "from consumers.plugins import load_sink_class, available_types\n"
-        "cls = load_sink_class('stdout-json')\n"
-        "print(cls.__module__, cls.__name__, 'stdout-json' in available_types())\n"
+        "from consumers.plugins import SinkRegistry\n"
+        "cls = SinkRegistry().load('stdout-json')\n"
+        "print(cls.__module__, cls.__name__, 'stdout-json' in SinkRegistry().names())\n",
+        example_plugin,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["wg_stdout_sink", "StdoutJsonSink", "True"]
 
 
-def test_the_example_plugin_passes_the_contract_tests(example_plugin: str) -> None:
+def test_the_example_plugin_passes_the_contract_tests(example_plugin: dict[str, str]) -> None:
     # Run the plugin's own test suite as its author would: pytest in its directory.
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=EXAMPLE,
+        env=example_plugin,
         capture_output=True,
         text=True,
         timeout=300,

@@ -410,7 +410,7 @@ async def test_admin_endpoints() -> None:
 
 
 def test_problem_body_shape() -> None:
-    from gateway import problem
+    from webhook_common import problem
 
     p = problem.method_not_allowed("PUT", ("GET", "POST"))
     assert orjson.loads(p.body("/x")) == {

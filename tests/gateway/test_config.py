@@ -141,7 +141,7 @@ def test_duplicate_names_and_ambiguous_paths() -> None:
 
 def test_unknown_verifier_type_lists_available() -> None:
     message = build_error({"sources": [source(verifier={"type": "nope"})]})
-    assert "sources[0].verifier.type: got 'nope': expected one of" in message
+    assert "sources[0].verifier.type: got 'nope': expected a verifier type, one of" in message
     assert "body-hmac" in message
     assert "crystallize" in message  # real entry points are listed too
 
@@ -170,7 +170,8 @@ def test_crystallize_options_via_entry_point() -> None:
 
 def test_verifier_constructor_error_is_named_and_redacted() -> None:
     message = build_error({"sources": [source(secrets=[])]})
-    assert "sources[0].verifier: verifier 'body-hmac' refused its config" in message
+    assert "sources[0].verifier: verifier 'body-hmac' (" in message
+    assert "refused its config: ValueError: at least one secret" in message
 
 
 def test_broken_entry_point_names_it_and_its_distribution() -> None:
@@ -178,12 +179,12 @@ def test_broken_entry_point_names_it_and_its_distribution() -> None:
     broken = EntryPoint("broken", "gateway.verifiers.does_not_exist:X", ENTRY_POINT_GROUP)
     # Attach the project's distribution the way importlib.metadata does for real ones.
     broken = broken._for(metadata.distribution("webhook-gateway"))  # type: ignore[attr-defined]
-    registry._entry_points["broken"] = broken
+    registry._entry_points["broken"] = [broken]
     with pytest.raises(ConfigError) as info:
         registry.load("broken", "sources[0].verifier.type")
     message = str(info.value)
     assert "sources[0].verifier.type: verifier 'broken'" in message
-    assert "'gateway.verifiers.does_not_exist:X'" in message
+    assert "'broken = gateway.verifiers.does_not_exist:X'" in message
     assert "distribution webhook-gateway" in message
     assert "ModuleNotFoundError" in message
 

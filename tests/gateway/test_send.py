@@ -24,8 +24,10 @@ import yaml
 from gateway import examples
 from gateway import send as gsend
 from gateway.__main__ import build_parser, main
-from tests.gateway.support import FakeProducer, SentRecord, free_port, metric
+from gateway.verifiers.registry import VerifierRegistry
+from tests.gateway.support import TEST_VERIFIERS, FakeProducer, SentRecord, free_port, metric
 from tests.gateway.support import build as build_app
+from webhook_common.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "send-test-secret-0123456789"
@@ -357,7 +359,7 @@ def test_quickstart_secret_unset_names_the_variable() -> None:
         (
             ["--source", "c", "--example", "order", "--mode", "hmac"],
             [{"name": "c", "verifier": {"type": "github"}, "secrets": ["s"]}],
-            "only for crystallize",
+            "--mode hmac: verifier 'github' signs one way only",
         ),
         (
             ["--source", "c", "--example", "order", "--header", "no-colon"],
@@ -382,8 +384,12 @@ def test_usage_errors_exit_2_in_one_line(
     assert message in err
 
 
-def test_plugin_verifier_without_signing_is_refused() -> None:
-    from gateway.verifiers.github import GitHubConfig
-
-    with pytest.raises(Exception, match="cannot sign for verifier type 'acme'"):
-        gsend.make_signer("acme", GitHubConfig(), SECRET)
+def test_plugin_verifier_without_signing_is_refused(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path, [{"name": "p", "verifier": {"type": "body-hmac"}, "secrets": [SECRET]}]
+    )
+    args = parse("--config", str(path), "--source", "p", "--example", "order")
+    with pytest.raises(
+        ConfigError, match=r"sources\[0\]\.verifier\.type: verifier 'body-hmac' cannot sign"
+    ):
+        gsend.build_target(args, registry=VerifierRegistry(TEST_VERIFIERS))

@@ -5,7 +5,7 @@ import logging
 import orjson
 import pytest
 
-from webhook_common.logs import JsonFormatter, RedactingFilter, setup_logging
+from webhook_common.logs import JsonFormatter, Redactor, setup_logging
 
 
 def test_json_formatter_includes_extra() -> None:
@@ -17,10 +17,36 @@ def test_json_formatter_includes_extra() -> None:
     assert out["level"] == "info"
 
 
-def test_redacting_filter_removes_known_secret() -> None:
-    record = logging.LogRecord("x", logging.INFO, "f", 1, "token=%s", ("supersecret1",), None)
-    RedactingFilter(["supersecret1"]).filter(record)
-    assert record.getMessage() == "token=<redacted>"
+def test_redactor_removes_known_secrets_as_written_and_json_escaped() -> None:
+    redact = Redactor(["supersecret1", 'quo"te\\secret', "short"])
+    assert redact("token=supersecret1") == "token=<redacted>"
+    assert redact(orjson.dumps({"e": 'x quo"te\\secret y'}).decode()) == '{"e":"x <redacted> y"}'
+    assert redact("a short word") == "a short word"  # under 6 characters: not a secret
+
+
+def test_every_part_of_a_line_is_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging("INFO", json_format=True, secrets=["hunter2-hunter2"])
+    try:
+        try:
+            raise ValueError("bad header b'Bearer hunter2-hunter2'")
+        except ValueError:
+            logging.getLogger("t").exception(
+                "failed", extra={"dsn": "postgresql://u:hunter2-hunter2@db/x"}
+            )
+        err = capsys.readouterr().err
+        assert "hunter2-hunter2" not in err
+        line = orjson.loads(err.strip().splitlines()[-1])
+        assert line["dsn"] == "postgresql://u:<redacted>@db/x"
+        assert "Bearer <redacted>" in line["exc"]
+    finally:
+        _remove_handler()
+
+
+def _remove_handler() -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_webhookgw", False):
+            root.removeHandler(h)
 
 
 def test_setup_logging_redacts(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,7 +57,4 @@ def test_setup_logging_redacts(capsys: pytest.CaptureFixture[str]) -> None:
         assert "a-long-secret" not in err
         assert "<redacted>" in err
     finally:
-        root = logging.getLogger()
-        for h in list(root.handlers):
-            if getattr(h, "_webhookgw", False):
-                root.removeHandler(h)
+        _remove_handler()

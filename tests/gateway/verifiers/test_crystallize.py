@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from gateway.jsjson import NotJsonError
+from gateway.verifiers.jsjson import NotJsonError
 from gateway.verifiers import (
     ENTRY_POINT_GROUP,
     VerificationError,

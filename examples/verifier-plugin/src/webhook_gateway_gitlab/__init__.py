@@ -8,17 +8,20 @@ where the provider offers one.
 A plugin needs nothing but the public interface in :mod:`gateway.verifiers`: a class
 with a pydantic ``Config`` model, ``__init__(config, secrets)`` and ``verify(request)``
 that returns :class:`Verified` or raises :class:`VerificationError`, never anything else.
+The optional ``sign(request)`` (the :class:`Signing` capability) lets ``python -m gateway
+send`` make deliveries this verifier accepts.
 """
 
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from gateway.verifiers import VerificationError, Verified, WebhookRequest
+from gateway.verifiers import Outgoing, VerificationError, Verified, WebhookRequest
 
 __all__ = ["GitLabTokenConfig", "GitLabTokenVerifier"]
 
@@ -47,6 +50,15 @@ class GitLabTokenVerifier:
             raise ValueError("secrets: expected at least one non-empty token")
         self._tokens = tokens
         self._header = config.header.lower()  # the gateway lower-cases header names
+
+    signing_schemes: ClassVar[tuple[str, ...]] = ()
+    event_type_header = "x-gitlab-event"
+
+    def sign(self, request: Outgoing) -> dict[str, str]:
+        headers = {self._header: request.secret, "x-gitlab-event-uuid": str(uuid.uuid4())}
+        if request.event_type is not None:
+            headers["x-gitlab-event"] = request.event_type
+        return headers
 
     def verify(self, request: WebhookRequest) -> Verified:
         presented = request.headers.get(self._header)

@@ -1,15 +1,21 @@
-"""RFC 9457 problem details: every error answer of the gateway's HTTP API.
+"""RFC 9457 problem details: every error answer of every HTTP port of the product.
 
-``type`` is a stable URN per kind of problem (documented in ``docs/contract.md``), so
-clients branch on it rather than on ``title`` or ``detail`` wording.
+The webhook port, both admin ports and the inspector answer errors through this module,
+so there is one body shape and one ``type`` scheme: a stable URN per kind of problem
+(``urn:webhook-gateway:problem:<slug>``, documented in ``docs/contract.md``). Clients
+branch on ``type``, never on ``title`` or ``detail`` wording.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Send
 
 CONTENT_TYPE = b"application/problem+json"
@@ -41,6 +47,9 @@ class Problem:
                 "instance": instance,
             }
         )
+
+
+_SLUGS = {404: "not-found", 405: "method-not-allowed"}
 
 
 def bad_request(detail: str) -> Problem:
@@ -112,3 +121,37 @@ async def send_problem(send: Send, problem: Problem, instance: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def response(problem: Problem, instance: str) -> Response:
+    """``problem`` as a Starlette response (for endpoints of Starlette/FastAPI apps)."""
+    return Response(
+        problem.body(instance),
+        status_code=problem.status,
+        headers={k.decode(): v.decode() for k, v in problem.headers},
+        media_type=CONTENT_TYPE.decode(),
+    )
+
+
+def from_http_exception(
+    request: Request, exc: HTTPException, *, missing: str = "nothing"
+) -> Response:
+    """Starlette's own errors (no route, wrong method, ...) as problem details; a 404
+    says ``{missing} at {path}``."""
+    slug = _SLUGS.get(exc.status_code, "http-error")
+    detail = exc.detail
+    if exc.status_code == 404:
+        detail = f"{missing} at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"method {request.method} is not allowed at {request.url.path}"
+    p = Problem(exc.status_code, slug, str(detail), tuple(_encoded(exc.headers)))
+    return response(p, request.url.path)
+
+
+def _encoded(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+
+
+def internal_error(instance: str) -> Response:
+    """A 500 that says nothing about the cause (it is logged, not answered)."""
+    return response(Problem(500, "internal-error", "the server failed to answer"), instance)

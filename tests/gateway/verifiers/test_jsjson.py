@@ -1,4 +1,4 @@
-"""gateway.jsjson against JavaScript: committed Node vectors and Node as a live oracle."""
+"""gateway.verifiers.jsjson against JavaScript: committed Node vectors and Node as a live oracle."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.jsjson import NotJsonError, format_number, js_stringify, parse, stringify_request
+from gateway.verifiers.jsjson import NotJsonError, format_number, js_stringify, parse, stringify_request
 from tests import services
 
-VECTORS_FILE = Path(__file__).resolve().parents[1] / "fixtures" / "crystallize" / "vectors.json"
+VECTORS_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "crystallize" / "vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_FILE.read_text("utf-8"))["vectors"]
 GOOD = [v for v in VECTORS if "challenge" in v]
 BAD = [v for v in VECTORS if "error" in v]
