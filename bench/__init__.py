@@ -1,1 +1,1 @@
-"""The benchmark harness of issue 8 (``make bench``); see docs/benchmarks.md."""
+"""The side-by-side benchmark harness (``make bench``); see docs/benchmarks.md."""

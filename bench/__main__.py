@@ -1,4 +1,4 @@
-"""``python -m bench``: the side-by-side benchmark of issue 8, in one run.
+"""``python -m bench``: the side-by-side benchmark, in one run.
 
 Writes ``<out>/results.md`` and ``<out>/results.json`` and prints the tables.
 ``--quick`` is the seconds-long smoke run used by the test suite.

@@ -1,4 +1,4 @@
-"""Markdown tables (and the goals of issue 8, met or missed) from one run's results."""
+"""Markdown tables (and the performance goals, met or missed) from one run's results."""
 
 from __future__ import annotations
 
@@ -362,7 +362,7 @@ def render(meta: dict[str, Any], ing: IngressResults | None, con: ConsumerResult
         lines += [*consumer_tables(con), ""]
     rows = goals(ing, con)
     if rows:
-        lines += ["## Goals (issue 8)", "", *_table(["goal", "measured", "verdict"], rows), ""]
+        lines += ["## Goals", "", *_table(["goal", "measured", "verdict"], rows), ""]
     errors = (ing.errors if ing else []) + (con.errors if con else [])
     if errors:
         lines += ["## Errors", "", *[f"- {e}" for e in errors], ""]

@@ -80,7 +80,7 @@ def test_markdown_tables_are_well_formed(
     done, out = quick_run
     text = (out / "results.md").read_text()
     assert text in done.stdout  # printed as well as written
-    for heading in ("## Ingress", "## Consumers", "## Goals (issue 8)"):
+    for heading in ("## Ingress", "## Consumers", "## Goals"):
         assert heading in text
     rows = [line for line in text.splitlines() if line.startswith("|")]
     assert rows
