@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -24,8 +25,13 @@ from consumers.dlq import DeadLetterWriter
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkContext
-from webhook_common.errors import ConfigError, WebhookGatewayError
+from webhook_common.admin import Probe, admin_app
+from webhook_common.cli import exit_status
+from webhook_common.config import secret_values
+from webhook_common.errors import ConfigError, StartupError
+from webhook_common.logs import Redactor, setup_logging
 from webhook_common.runtime import run, server_heap
+from webhook_common.server import make_server
 
 log = logging.getLogger("consumers")
 
@@ -138,21 +144,35 @@ class Runtime:
     metrics: ConsumerMetrics
     sinks: dict[str, Sink]
     dedup: DedupStore
+    # Every secret value of the settings and of the validated sink configs.
+    secrets: list[str]
 
 
-def _build(settings: Settings) -> Runtime:
-    from consumers.plugins import build_sinks
+def _build(settings: Settings, config_path: Path | None = None) -> Runtime:
+    """The sinks (not started), dedup store and metrics; ``config_path`` is the file
+    ``settings`` came from, which sinks that run ``python -m consumers`` reuse."""
+    from consumers.plugins import SinkRegistry, build_sinks
 
     registry = CollectorRegistry()
     kafka = settings.kafka
+    sections = settings.consumers.sinks
     context = SinkContext(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         kafka_client_kwargs=kafka.client_kwargs(),
         registry=registry,
+        config_path=config_path,
+        sink_types={name: str(section.get("type", "")) for name, section in sections.items()},
     )
-    sinks = build_sinks(settings.consumers.sinks, context)
+    sink_types = SinkRegistry()
+    sinks = build_sinks(sections, context, registry=sink_types)
+    secrets = secret_values(settings) + secret_values(sink_types.validated)
     return Runtime(
-        settings, registry, ConsumerMetrics(registry), sinks, build_store(settings.consumers.dedup)
+        settings,
+        registry,
+        ConsumerMetrics(registry),
+        sinks,
+        build_store(settings.consumers.dedup),
+        secrets,
     )
 
 
@@ -192,11 +212,17 @@ def _retries(settings: Settings, names: Sequence[str]) -> dict[str, SinkRetry]:
 # -- run -----------------------------------------------------------------------------
 
 
+def _setup_logging(args: argparse.Namespace, secrets: list[str]) -> None:
+    setup_logging(args.log_level, json_format=args.log_format == "json", secrets=secrets)
+    # httpx logs every request at INFO: one line per delivery is too much for a sink.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.engine import Engine
-    from consumers.server import build_app, make_server
 
-    rt = _build(settings)
+    rt = _build(settings, config_path=Path(args.config))
+    _setup_logging(args, rt.secrets)  # now with the secrets of the sinks' configs too
     cfg = settings.consumers
     group = args.group or cfg.group
     producer = _producer(settings)
@@ -208,18 +234,34 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
                 rt.dedup,
                 _retries(settings, list(rt.sinks)),
                 rt.metrics,
-                DeadLetterWriter(producer, cfg.dlq_topic, group),
+                DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
             )
             engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, engine.stop)
 
-            def alive() -> bool:
-                return not engine.started or time.monotonic() - engine.last_loop < 60
+            def alive() -> Probe:
+                if not engine.started or time.monotonic() - engine.last_loop < 60:
+                    return Probe(True)
+                return Probe(False, "the fetch loop has not run for 60 s")
 
-            app = build_app(rt.registry, rt.metrics, alive, lambda: engine.ready)
-            server = make_server(app, args.admin_host, args.admin_port)
+            def ready() -> Probe:
+                if engine.ready:
+                    return Probe(True)
+                return Probe(
+                    False, "starting, shutting down, or the dedup store or DLQ is unreachable"
+                )
+
+            app = admin_app(
+                rt.registry,
+                alive=alive,
+                ready=ready,
+                on_answer=lambda path, status: rt.metrics.admin_requests.labels(
+                    path, str(status)
+                ).inc(),
+            )
+            server = make_server(app, host=args.admin_host, port=args.admin_port)
             admin = asyncio.create_task(server.serve(), name="admin")
             log.info(
                 "consumer starting: group %s, topics %s, sinks %s, admin %s:%d",
@@ -263,7 +305,8 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--until: expected a time after --since")
     ranges = parse_offsets(args.offsets, args.topic or cfg.topics[0]) if args.offsets else None
 
-    rt = _build(settings)
+    rt = _build(settings, config_path=Path(args.config))
+    _setup_logging(args, rt.secrets)
     if cfg.dedup.store == "memory":
         log.warning(
             "dedup store is 'memory': this replay cannot see what the consumers delivered, "
@@ -294,28 +337,21 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from webhook_common.logs import setup_logging
 
-    setup_logging(args.log_level, json_format=args.log_format == "json")
-    # httpx logs every request at INFO: one line per delivery is too much for a sink.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
-    try:
+    def command() -> int:
         settings = load_settings(args.config)
-        if args.command == "run":
-            return run(_run(args, settings))
-        return run(_replay(args, settings))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except WebhookGatewayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KafkaError as exc:
-        where = settings.kafka.bootstrap_servers
-        print(f"error: Kafka at {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        # Redacting from the first line on; the sinks' own secrets are added once their
+        # configs are validated (`_build`).
+        _setup_logging(args, secret_values(settings))
+        try:
+            if args.command == "run":
+                return run(_run(args, settings))
+            return run(_replay(args, settings))
+        except KafkaError as exc:
+            where = settings.kafka.bootstrap_servers
+            raise StartupError(f"Kafka at {where}: {type(exc).__name__}: {exc}") from None
+
+    return exit_status(command)
 
 
 if __name__ == "__main__":

@@ -13,15 +13,16 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
 
 from consumers.dedup import DedupStore
-from consumers.dlq import REASON_EXHAUSTED, REASON_PERMANENT, DeadLetterWriter, SourceRecord
+from consumers.dlq import REASON_EXHAUSTED, REASON_PERMANENT, DeadLetterWriter
 from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
+from consumers.record import SourceRecord
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink
 from webhook_common.contract import parse_time
@@ -33,11 +34,37 @@ T = TypeVar("T")
 
 
 class Outcome(StrEnum):
+    """What became of one event for one sink (the ``outcome`` label of replayed_total)."""
+
     DELIVERED = "delivered"
     DUPLICATE = "duplicate"
     DEAD_LETTERED = "dead_lettered"
     FAILED = "failed"  # no DLQ writer (replay): the caller reports it
     DRY_RUN = "dry_run"
+
+
+class AttemptOutcome(StrEnum):
+    """How one call of a sink ended (the ``outcome`` label of deliveries_total)."""
+
+    SUCCESS = "success"
+    RETRIABLE_ERROR = "retriable_error"
+    PERMANENT_ERROR = "permanent_error"
+
+
+class InfraCall(Enum):
+    """A call to the dedup store or the DLQ producer, which is repeated until it succeeds.
+
+    Each is (its name in logs, the ``operation`` label of dedup_errors_total or None when
+    it is not a call to the dedup store).
+    """
+
+    DEDUP_CHECK = ("dedup_check", "check")
+    DEDUP_MARK = ("dedup_mark", "mark")
+    DLQ_PRODUCE = ("dlq_produce", None)
+
+    def __init__(self, text: str, dedup_operation: str | None) -> None:
+        self.text = text
+        self.dedup_operation = dedup_operation
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -81,7 +108,7 @@ class Deliverer:
         self._end_to_end: dict[str, Histogram] = {}
 
     async def _persist(
-        self, what: str, op: Callable[[], Awaitable[T]], failed: Exception | None = None
+        self, call: InfraCall, op: Callable[[], Awaitable[T]], failed: Exception | None = None
     ) -> T:
         """Run an infrastructure call until it succeeds, backing off (full jitter).
 
@@ -100,10 +127,10 @@ class Deliverer:
             if failed is not None:
                 failures += 1
                 self.healthy = False
-                if what.startswith("dedup"):
-                    self.metrics.dedup_errors.labels(what.removeprefix("dedup_")).inc()
+                if call.dedup_operation is not None:
+                    self.metrics.dedup_errors.labels(call.dedup_operation).inc()
                 if failures == 1 or failures % 20 == 0:
-                    log.warning("%s failed (%s), retrying", what, _describe(failed))
+                    log.warning("%s failed (%s), retrying", call.text, _describe(failed))
                 failed = None
                 ceiling = min(self._infra_max, 0.05 * 2 ** min(failures, 16))
                 await asyncio.sleep(self._rng.uniform(0.0, ceiling))
@@ -124,7 +151,7 @@ class Deliverer:
             raise
         except Exception as exc:
             seen = await self._persist(
-                "dedup_check", lambda: dedup.seen(event.id, sink_name), failed=exc
+                InfraCall.DEDUP_CHECK, lambda: dedup.seen(event.id, sink_name), failed=exc
             )
         else:
             self.healthy = True
@@ -147,8 +174,10 @@ class Deliverer:
             except Exception as exc:
                 m.delivery_duration.labels(sink_name).observe(time.perf_counter() - started)
                 retriable = _retriable(exc)
-                outcome = "retriable_error" if retriable else "permanent_error"
-                m.deliveries.labels(sink_name, outcome).inc()
+                failure = (
+                    AttemptOutcome.RETRIABLE_ERROR if retriable else AttemptOutcome.PERMANENT_ERROR
+                )
+                m.deliveries.labels(sink_name, failure).inc()
                 if retriable and not retry.exhausted(attempts):
                     log.debug(
                         "sink %s failed on %s (attempt %d): %s",
@@ -183,7 +212,9 @@ class Deliverer:
             duration.observe(time.perf_counter() - started)
             success = self._successes.get(sink_name)
             if success is None:
-                success = self._successes[sink_name] = m.deliveries.labels(sink_name, "success")
+                success = self._successes[sink_name] = m.deliveries.labels(
+                    sink_name, AttemptOutcome.SUCCESS
+                )
             success.inc()
             self._observe_latency(event, sink_name)
             try:
@@ -192,7 +223,7 @@ class Deliverer:
                 raise
             except Exception as exc:
                 await self._persist(
-                    "dedup_mark", lambda: dedup.mark(event.id, sink_name), failed=exc
+                    InfraCall.DEDUP_MARK, lambda: dedup.mark(event.id, sink_name), failed=exc
                 )
             else:
                 self.healthy = True
@@ -205,7 +236,7 @@ class Deliverer:
         if dlq is None:
             return Outcome.FAILED
         await self._persist(
-            "dlq_produce",
+            InfraCall.DLQ_PRODUCE,
             lambda: dlq.send(
                 record,
                 reason=reason,

@@ -10,10 +10,11 @@ committed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from consumers.record import SourceRecord
 from webhook_common.contract import format_time
 from webhook_common.errors import ContractError
 
@@ -36,45 +37,6 @@ REASON_EXHAUSTED = "exhausted"  # retriable errors until retry.max_attempts
 REASONS = (REASON_CONTRACT, REASON_UNROUTED, REASON_PERMANENT, REASON_EXHAUSTED)
 
 _MAX_ERROR = 500
-
-Headers = tuple[tuple[str, bytes], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """A consumed record, kept as read so it can be dead-lettered unchanged."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
-    timestamp_ms: int = -1
-
-    @classmethod
-    def from_consumer_record(cls, record: Any) -> SourceRecord:
-        return cls(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=_plain_headers(record.headers),
-            timestamp_ms=record.timestamp if record.timestamp is not None else -1,
-        )
-
-
-def _plain_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> Headers:
-    """The headers as a tuple with ``None`` values as ``b""``. Once per consumed record:
-    the common case (no ``None``) only copies the pairs, without rebuilding each one."""
-    if not headers:
-        return ()
-    plain = tuple(headers)
-    for _, value in plain:
-        if value is None:
-            return tuple((k, v or b"") for k, v in plain)
-    return plain  # type: ignore[return-value]  # no None among the values
 
 
 class Producer(Protocol):
@@ -111,10 +73,20 @@ def dead_letter_headers(
 
 
 class DeadLetterWriter:
-    def __init__(self, producer: Producer, topic: str, group: str) -> None:
+    """Writes dead-letter records. ``redact`` blanks the process's secrets out of the
+    error text, which quotes whatever a sink or its library said about the failure."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        group: str,
+        redact: Callable[[str], str] = lambda text: text,
+    ) -> None:
         self._producer = producer
         self.topic = topic
         self._group = group
+        self._redact = redact
 
     async def send(
         self, record: SourceRecord, *, reason: str, sink: str, attempts: int, error: str, now: float
@@ -125,7 +97,7 @@ class DeadLetterWriter:
             reason=reason,
             sink=sink,
             attempts=attempts,
-            error=error,
+            error=self._redact(error),
             group=self._group,
             now=now,
         )

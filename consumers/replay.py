@@ -12,12 +12,17 @@ Sources:
 Replays pass through dedup: an (event id, sink) that already has a mark is skipped, and
 a successful replay writes the mark, so replaying twice delivers once. Records are read
 without a consumer group (nothing is committed); the range is fixed when replay starts.
-Events of one key are replayed in order; different keys in parallel.
+They are scheduled as ``run`` schedules them (:class:`~consumers.scheduler.Scheduler`):
+the events of one key of a partition in order, different keys in parallel (at most
+``concurrency.max_parallel`` at once), at most ``concurrency.max_in_flight`` records
+read ahead. A dead letter is ordered by its own place in the dead-letter topic, where
+the dead letters of one key are in the order they were written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections import Counter
@@ -31,10 +36,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from consumers.config import Settings
 from consumers.delivery import Deliverer, Outcome
-from consumers.dlq import REASON_CONTRACT, SourceRecord, read_dead_letter
-from consumers.engine import WorkItem, make_item
+from consumers.dlq import REASON_CONTRACT, read_dead_letter
 from consumers.metrics import ConsumerMetrics
+from consumers.record import TP, SourceRecord, WorkItem, make_item
 from consumers.routing import Router
+from consumers.scheduler import Scheduler
 from webhook_common.errors import ConfigError, ContractError, WebhookGatewayError
 
 
@@ -128,45 +134,31 @@ class Progress:
 
 @dataclass(slots=True)
 class ReplayReport:
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
     records: int = 0
     skipped: int = 0
 
     @property
     def failed(self) -> int:
-        return self.outcomes[Outcome.FAILED.value]
+        return self.outcomes[Outcome.FAILED]
 
 
-class _KeyLanes:
-    """Runs jobs so that jobs of one key run in submission order, others in parallel."""
+@dataclass(slots=True)
+class _Job:
+    """One event to replay, placed where replay read it: a dead letter by its place in
+    the dead-letter topic, not by its original offset. The scheduler takes a partition's
+    offsets in increasing order, and the original offsets of dead letters are not: keys
+    finish out of offset order, and a record is dead-lettered once per sink it failed in
+    and again whenever it fails again."""
 
-    def __init__(self, parallel: int) -> None:
-        self._slots = asyncio.Semaphore(parallel)
-        self._tails: dict[str, asyncio.Task[None]] = {}
-        self._all: set[asyncio.Task[None]] = set()
+    tp: TP
+    offset: int
+    item: WorkItem
+    targets: list[str]
 
-    async def submit(self, key: str, job: Callable[[], Any]) -> None:
-        await self._slots.acquire()  # bounds the records held in memory
-        prev = self._tails.get(key)
-
-        async def run() -> None:
-            try:
-                if prev is not None:
-                    await asyncio.shield(prev)
-                await job()
-            finally:
-                self._slots.release()
-                if self._tails.get(key) is task:
-                    del self._tails[key]
-
-        task = asyncio.create_task(run())
-        self._tails[key] = task
-        self._all.add(task)
-        task.add_done_callback(self._all.discard)
-
-    async def join(self) -> None:
-        while self._all:
-            await asyncio.gather(*list(self._all))
+    @property
+    def key(self) -> str:
+        return self.item.key
 
 
 class Replayer:
@@ -180,6 +172,7 @@ class Replayer:
         dry_run: bool = False,
         ignore_routes: bool = False,
         progress_stream: TextIO | None = None,
+        consumer_factory: Callable[..., Any] | None = None,
     ) -> None:
         self.settings = settings
         self.deliverer = deliverer
@@ -190,9 +183,11 @@ class Replayer:
         self.router = Router(settings.consumers.routes)
         self.report = ReplayReport()
         self._stream = progress_stream
-        self._lanes = _KeyLanes(settings.consumers.concurrency.max_parallel)
+        self._consumer_factory = consumer_factory
 
-    def _consumer(self) -> AIOKafkaConsumer:
+    def _make_consumer(self) -> Any:
+        if self._consumer_factory is not None:
+            return self._consumer_factory()
         kwargs = self.settings.kafka.client_kwargs()
         kwargs["client_id"] = f"{self.settings.kafka.client_id}-replay"
         return AIOKafkaConsumer(
@@ -201,7 +196,7 @@ class Replayer:
 
     # -- planning ------------------------------------------------------------------
 
-    async def _partitions(self, consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    async def _partitions(self, consumer: Any, topic: str) -> list[TopicPartition]:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             # The consumer only knows metadata of what it reads; ask the cluster.
@@ -221,7 +216,7 @@ class Replayer:
             raise ReplayError(f"topic {topic!r} does not exist")
         return [TopicPartition(topic, p) for p in sorted(parts)]
 
-    async def plan_all(self, consumer: AIOKafkaConsumer, topic: str) -> list[Range]:
+    async def plan_all(self, consumer: Any, topic: str) -> list[Range]:
         tps = await self._partitions(consumer, topic)
         begin = await consumer.beginning_offsets(tps)
         end = await consumer.end_offsets(tps)
@@ -229,7 +224,7 @@ class Replayer:
 
     async def plan_times(
         self,
-        consumer: AIOKafkaConsumer,
+        consumer: Any,
         topics: Sequence[str],
         since: datetime | None,
         until: datetime | None,
@@ -254,7 +249,7 @@ class Replayer:
             out += [Range(topic, tp.partition, starts[tp], stops[tp]) for tp in tps]
         return out
 
-    async def check_ranges(self, consumer: AIOKafkaConsumer, ranges: Sequence[Range]) -> None:
+    async def check_ranges(self, consumer: Any, ranges: Sequence[Range]) -> None:
         for r in ranges:
             tps = await self._partitions(consumer, r.topic)
             if TopicPartition(r.topic, r.partition) not in tps:
@@ -266,7 +261,7 @@ class Replayer:
     # -- running ------------------------------------------------------------------
 
     async def run_dlq(self) -> ReplayReport:
-        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+        async def plan(consumer: Any) -> list[Range]:
             return await self.plan_all(consumer, self.settings.consumers.dlq_topic)
 
         return await self._run(plan, from_dlq=True)
@@ -274,38 +269,60 @@ class Replayer:
     async def run_times(
         self, topics: Sequence[str], since: datetime | None, until: datetime | None
     ) -> ReplayReport:
-        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+        async def plan(consumer: Any) -> list[Range]:
             return await self.plan_times(consumer, topics, since, until)
 
         return await self._run(plan, from_dlq=False)
 
     async def run_ranges(self, ranges: Sequence[Range]) -> ReplayReport:
-        async def plan(consumer: AIOKafkaConsumer) -> list[Range]:
+        async def plan(consumer: Any) -> list[Range]:
             await self.check_ranges(consumer, ranges)
             return list(ranges)
 
         return await self._run(plan, from_dlq=False)
 
     async def _run(
-        self, plan: Callable[[AIOKafkaConsumer], Awaitable[list[Range]]], *, from_dlq: bool
+        self, plan: Callable[[Any], Awaitable[list[Range]]], *, from_dlq: bool
     ) -> ReplayReport:
-        consumer = self._consumer()
+        consumer = self._make_consumer()
         await consumer.start()
         try:
             ranges = [r for r in await plan(consumer) if r.size > 0]
             progress = Progress(sum(r.size for r in ranges), self._stream)
-            for r in ranges:
-                await self._read_range(consumer, r, from_dlq, progress)
-            await self._lanes.join()
+
+            async def deliver(job: _Job) -> None:
+                await self._deliver(job, progress)
+
+            concurrency = self.settings.consumers.concurrency
+            scheduler: Scheduler[_Job] = Scheduler(deliver, concurrency.max_parallel)
+            try:
+                for r in ranges:
+                    await self._read_range(consumer, scheduler, r, from_dlq, progress)
+                await scheduler.wait_idle(None, math.inf)
+            finally:
+                await scheduler.drop(list(scheduler.partitions))
             progress.finish()
         finally:
             await consumer.stop()
         return self.report
 
     async def _read_range(
-        self, consumer: AIOKafkaConsumer, r: Range, from_dlq: bool, progress: Progress
+        self,
+        consumer: Any,
+        scheduler: Scheduler[_Job],
+        r: Range,
+        from_dlq: bool,
+        progress: Progress,
     ) -> None:
-        tp = TopicPartition(r.topic, r.partition)
+        at: TP = (r.topic, r.partition)
+        if at in scheduler.partitions:
+            # An earlier range of this partition: the scheduler takes a partition's
+            # offsets in increasing order, so that range is finished and forgotten first.
+            await scheduler.wait_idle([at], math.inf)
+            await scheduler.drop([at])
+        scheduler.assign(at)
+        window = self.settings.consumers.concurrency.max_in_flight
+        tp = TopicPartition(*at)
         consumer.assign([tp])
         consumer.seek(tp, r.start)
         position = r.start
@@ -323,19 +340,23 @@ class Replayer:
                     position = r.end
                     break
                 position = rec.offset + 1
-                await self._submit(rec, from_dlq, progress)
+                job = self._job(rec, from_dlq, progress)
+                if job is not None:
+                    scheduler.submit(job)
+                    await scheduler.wait_below(window)
 
-    async def _submit(self, rec: Any, from_dlq: bool, progress: Progress) -> None:
+    def _job(self, rec: Any, from_dlq: bool, progress: Progress) -> _Job | None:
+        """What to replay of a record read, or None (counted as skipped)."""
         self.report.records += 1
         if from_dlq:
             try:
                 letter = read_dead_letter(rec)
             except ContractError:
                 self._skip(progress, "not_dead_letter")
-                return
+                return None
             if letter.reason == REASON_CONTRACT:
                 self._skip(progress, "contract")
-                return
+                return None
             targets = [s for s in self.sinks if letter.sink in ("", s)]
             item = make_item(letter.original)
         else:
@@ -343,31 +364,32 @@ class Replayer:
             targets = self.sinks
         if item.event is None:
             self._skip(progress, "contract")
-            return
+            return None
         if not from_dlq and not self.ignore_routes:
             routed = set(self.router.sinks_for(item.event))
             targets = [s for s in targets if s in routed]
         if not targets:
             self._skip(progress, "not_for_sinks")
-            return
-        await self._lanes.submit(item.key, lambda: self._deliver(item, targets, progress))
+            return None
+        return _Job((rec.topic, rec.partition), rec.offset, item, targets)
 
     def _skip(self, progress: Progress, why: str) -> None:
         self.report.skipped += 1
         progress.advance(**{f"skipped_{why}": 1})
 
-    async def _deliver(self, item: WorkItem, targets: Sequence[str], progress: Progress) -> None:
-        assert item.event is not None
+    async def _deliver(self, job: _Job, progress: Progress) -> None:
+        event = job.item.event
+        assert event is not None
         outcomes = await asyncio.gather(
             *(
-                self.deliverer.deliver(item.event, item.record, s, dry_run=self.dry_run)
-                for s in targets
+                self.deliverer.deliver(event, job.item.record, s, dry_run=self.dry_run)
+                for s in job.targets
             )
         )
         counts: dict[str, int] = {}
-        for sink, outcome in zip(targets, outcomes, strict=True):
-            self.report.outcomes[outcome.value] += 1
-            self.metrics.replayed.labels(sink, outcome.value).inc()
+        for sink, outcome in zip(job.targets, outcomes, strict=True):
+            self.report.outcomes[outcome] += 1
+            self.metrics.replayed.labels(sink, outcome).inc()
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         progress.advance(**counts)
 

@@ -13,8 +13,9 @@ body the target will never accept). Any other exception is treated as retriable.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
@@ -38,11 +39,18 @@ class SinkError(WebhookGatewayError):
 
 @dataclass(frozen=True, slots=True)
 class SinkContext:
-    """What a sink may use besides its own config."""
+    """What a sink may use besides its own config.
+
+    The last two describe the configuration the consumer runs on, for a sink that
+    starts ``python -m consumers`` itself (the inspector's replay); a context built
+    without a config file (a test, an embedding program) has ``None`` and no sinks.
+    """
 
     kafka_bootstrap_servers: str
     kafka_client_kwargs: dict[str, object]
     registry: CollectorRegistry
+    config_path: Path | None = None  # the YAML file, as given on the command line
+    sink_types: Mapping[str, str] = field(default_factory=dict)  # every sink: name -> type
 
 
 @runtime_checkable
@@ -58,6 +66,8 @@ class Sink(Protocol):
 
     Config: ClassVar[type[BaseModel]]
     name: str
+
+    def __init__(self, name: str, config: BaseModel, context: SinkContext) -> None: ...
 
     async def start(self) -> None: ...
 

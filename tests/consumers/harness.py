@@ -10,7 +10,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +48,15 @@ def write_config(path: Path, kafka_bootstrap: str, consumers: dict[str, Any]) ->
 class ConsumerProcess(Consumer):
     """``python -m consumers run`` in a subprocess, logs to a file."""
 
-    def __init__(self, config: Path, log: Path, *, group: str | None = None) -> None:
-        super().__init__(config, log, group=group)
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        *,
+        group: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config, log, env, group=group)
         self.config = config
         self.group = group
 

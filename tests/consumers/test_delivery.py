@@ -6,10 +6,11 @@ import asyncio
 
 from consumers.config import RetryConfig
 from consumers.dedup import DedupUnavailable, MemoryDedupStore
-from consumers.delivery import Deliverer, Outcome
+from consumers.delivery import AttemptOutcome, Deliverer, InfraCall, Outcome
 from consumers.dlq import DeadLetterWriter, read_dead_letter
 from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
+from consumers.record import SourceRecord, make_item
 from consumers.retry import SinkRetry
 from consumers.sinks import SinkError
 from tests.consumers.fakes import FakeProducer, FakeSink, fresh_registry, record
@@ -36,8 +37,6 @@ def _deliverer(
 
 
 def _ev(offset: int = 0) -> tuple[Event, object]:
-    from consumers.engine import make_item
-
     item = make_item(record(offset, "k"))
     assert item.event is not None
     return item.event, item.record
@@ -52,8 +51,8 @@ async def test_retriable_errors_are_retried_then_delivered_and_marked() -> None:
     assert await store.seen(ev.id, "s")
     assert producer.sent == []
     assert metrics.retries.labels("s")._value.get() == 2
-    assert metrics.deliveries.labels("s", "retriable_error")._value.get() == 2
-    assert metrics.deliveries.labels("s", "success")._value.get() == 1
+    assert metrics.deliveries.labels("s", AttemptOutcome.RETRIABLE_ERROR)._value.get() == 2
+    assert metrics.deliveries.labels("s", AttemptOutcome.SUCCESS)._value.get() == 1
 
 
 async def test_non_retriable_error_dead_letters_at_once_without_a_mark() -> None:
@@ -142,8 +141,8 @@ async def test_dedup_outage_waits_instead_of_delivering_unchecked() -> None:
     assert await d.deliver(ev, rec, "s") is Outcome.DELIVERED  # type: ignore[arg-type]
     assert sink.calls == 1  # the sink saw it once, after the store answered
     assert await store.seen(ev.id, "s")
-    assert metrics.dedup_errors.labels("check")._value.get() == 3
-    assert metrics.dedup_errors.labels("mark")._value.get() == 2
+    assert metrics.dedup_errors.labels(InfraCall.DEDUP_CHECK.dedup_operation)._value.get() == 3
+    assert metrics.dedup_errors.labels(InfraCall.DEDUP_MARK.dedup_operation)._value.get() == 2
     assert d.healthy
 
 
@@ -174,9 +173,6 @@ async def test_existing_mark_skips_and_dry_run_does_not_send() -> None:
 
 def test_consumed_headers_are_kept_as_read_with_none_as_empty() -> None:
     from aiokafka.structs import ConsumerRecord
-
-    from consumers.dlq import SourceRecord
-    from consumers.engine import make_item
 
     plain = record(0, "k")
     with_none = [*plain.headers, ("http-header-x-empty", None)]
@@ -220,3 +216,20 @@ def test_event_reads_the_headers_exactly_as_the_contract_does() -> None:
             if key is not None:  # the record key wins over ce_subject
                 meta = replace(meta, subject=key.decode())
             assert ev.meta() == meta
+
+
+def test_metric_label_values_are_the_ones_dashboards_and_alerts_use() -> None:
+    # deploy/grafana and deploy/prometheus select on these values.
+    assert [o.value for o in AttemptOutcome] == ["success", "retriable_error", "permanent_error"]
+    assert [o.value for o in Outcome] == [
+        "delivered",
+        "duplicate",
+        "dead_lettered",
+        "failed",
+        "dry_run",
+    ]
+    assert [(c.text, c.dedup_operation) for c in InfraCall] == [
+        ("dedup_check", "check"),
+        ("dedup_mark", "mark"),
+        ("dlq_produce", None),
+    ]

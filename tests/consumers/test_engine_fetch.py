@@ -4,92 +4,25 @@ when partitions are paused, and that nothing is lost or reordered on the way."""
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.structs import ConsumerRecord
 
-from consumers.config import ConsumersConfig, RetryConfig
-from consumers.dedup import MemoryDedupStore
-from consumers.delivery import Deliverer
-from consumers.dlq import DeadLetterWriter, SourceRecord
+from consumers.config import ConsumersConfig
 from consumers.engine import Engine
 from consumers.metrics import ConsumerMetrics
-from consumers.retry import SinkRetry
-from consumers.sinks import Sink
-from tests.consumers.fakes import FakeProducer, FakeSink, fresh_registry, record
+from tests.consumers.fakes import (
+    FakeConsumer,
+    FakeProducer,
+    FakeSink,
+    consumer_record,
+    deliverer,
+    fresh_registry,
+    record,
+)
 from webhook_common.config import KafkaSettings
 
 TP0 = TopicPartition("raw", 0)
-
-
-def _consumer_record(rec: SourceRecord) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        rec.topic,
-        rec.partition,
-        rec.offset,
-        0,
-        0,
-        rec.key,
-        rec.value,
-        None,
-        len(rec.key or b""),
-        len(rec.value or b""),
-        list(rec.headers),
-    )
-
-
-class FakeConsumer:
-    """One partition of records; answers getmany like aiokafka: nothing from a paused
-    partition, at most ``max_records``, waits ``timeout_ms`` when it has nothing."""
-
-    def __init__(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        self._records = deque(records)
-        self._end = len(records)
-        self._paused: set[TopicPartition] = set()
-        self.pause_calls = 0
-        self.getmany_calls = 0
-        self.committed: dict[TopicPartition, int] = {}
-        self._listener: Any = None
-
-    def subscribe(self, topics: list[str], listener: Any) -> None:
-        self._listener = listener
-
-    async def start(self) -> None:
-        await self._listener.on_partitions_assigned([TP0])
-
-    async def stop(self) -> None:
-        return None
-
-    def paused(self) -> set[TopicPartition]:
-        return set(self._paused)
-
-    def pause(self, *tps: TopicPartition) -> None:
-        self.pause_calls += 1
-        self._paused.update(tps)
-
-    def resume(self, *tps: TopicPartition) -> None:
-        self._paused.difference_update(tps)
-
-    def highwater(self, tp: TopicPartition) -> int:
-        return self._end
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.committed.update(offsets)
-
-    async def getmany(
-        self, timeout_ms: int = 0, max_records: int | None = None
-    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-        self.getmany_calls += 1
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        limit = max_records or 500
-        while self._records and TP0 not in self._paused and len(out) < limit:
-            out.append(self._records.popleft())
-        if not out:
-            await asyncio.sleep(timeout_ms / 1000)
-            return {}
-        return {TP0: out}
 
 
 def _engine(
@@ -105,16 +38,14 @@ def _engine(
         }
     )
     metrics = ConsumerMetrics(fresh_registry())
-    sinks: dict[str, Sink] = {sink.name: sink}
-    deliverer = Deliverer(
-        sinks,
-        MemoryDedupStore(3600, 10_000),
-        {sink.name: SinkRetry(RetryConfig())},
-        metrics,
-        DeadLetterWriter(FakeProducer(), "dlq", "g"),
-    )
+    delivery = deliverer([sink], metrics, dlq=FakeProducer())
     engine = Engine(
-        config, KafkaSettings(), sinks, deliverer, metrics, consumer_factory=lambda: consumer
+        config,
+        KafkaSettings(),
+        delivery.sinks,
+        delivery,
+        metrics,
+        consumer_factory=lambda: consumer,
     )
     return engine, metrics
 
@@ -130,7 +61,7 @@ async def _wait(done: Any, within: float) -> None:
 async def test_a_briefly_full_window_is_refilled_without_pausing() -> None:
     # Pausing made aiokafka drop what it had buffered for the partition and fetch it
     # again after resume; a window that is full only for a moment must not pause.
-    records = [_consumer_record(record(n, f"k{n % 7}")) for n in range(200)]
+    records = [consumer_record(record(n, f"k{n % 7}")) for n in range(200)]
     consumer = FakeConsumer(records)
     sink = FakeSink("s", delay=0.002)
     engine, _ = _engine(sink, consumer, max_in_flight=20)
@@ -154,7 +85,7 @@ async def test_a_briefly_full_window_is_refilled_without_pausing() -> None:
 async def test_a_window_full_for_long_pauses_and_keeps_polling() -> None:
     # Kafka drops a member that stops calling getmany (max_poll_interval_ms).
     gate = asyncio.Event()
-    records = [_consumer_record(record(n, f"k{n}")) for n in range(10)]
+    records = [consumer_record(record(n, f"k{n}")) for n in range(10)]
     consumer = FakeConsumer(records)
 
     class GatedSink(FakeSink):

@@ -13,8 +13,6 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from consumers.config import load_settings
-from consumers.metrics import ConsumerMetrics
-from consumers.server import build_app
 from gateway import config as gwconfig
 from gateway.app import IngressState
 from gateway.server import create_admin_app
@@ -31,6 +29,7 @@ from tests.deploy.support import (
     promtool,
 )
 from tests.gateway.support import FakeProducer
+from webhook_common.admin import admin_app
 
 KUBE_VERSION = "1.31.0"
 MONITORING = "monitoring.coreos.com/v1"
@@ -134,8 +133,7 @@ def test_consumers_command_ports_and_probes_agree_with_the_cli() -> None:
         "admin": int(opts["--admin-port"])
     }
     assert env(c)["ADMIN_PORT"] == opts["--admin-port"]
-    registry = CollectorRegistry()
-    routes = _routes(build_app(registry, ConsumerMetrics(registry), lambda: True, lambda: True))
+    routes = _routes(admin_app(CollectorRegistry()))  # the admin app the consumer serves
     for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "admin"}
         assert path in routes

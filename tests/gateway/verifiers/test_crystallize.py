@@ -18,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
 
-from gateway.verifiers.jsjson import NotJsonError
 from gateway.verifiers import (
     ENTRY_POINT_GROUP,
     VerificationError,
@@ -33,6 +32,7 @@ from gateway.verifiers.crystallize import (
     sign_hmac,
     sign_jwt,
 )
+from gateway.verifiers.jsjson import NotJsonError
 from webhook_common.errors import ConfigError
 
 FIXTURES = json.loads(

@@ -16,7 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.verifiers.jsjson import NotJsonError, format_number, js_stringify, parse, stringify_request
+from gateway.verifiers.jsjson import (
+    NotJsonError,
+    format_number,
+    js_stringify,
+    parse,
+    stringify_request,
+)
 from tests import services
 
 VECTORS_FILE = Path(__file__).resolve().parents[2] / "fixtures" / "crystallize" / "vectors.json"

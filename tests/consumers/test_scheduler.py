@@ -1,50 +1,31 @@
-"""Scheduling without Kafka: per-key order, cross-key parallelism, offsets, revocation."""
+"""The scheduler without Kafka: per-key order, cross-key parallelism, offsets, revocation."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from consumers.config import ConsumersConfig, RetryConfig
-from consumers.dedup import MemoryDedupStore
-from consumers.delivery import Deliverer
-from consumers.dlq import DeadLetterWriter
-from consumers.engine import Processor, Scheduler, WorkItem, make_item
-from consumers.metrics import ConsumerMetrics
-from consumers.retry import SinkRetry
-from consumers.routing import Router
-from consumers.sinks import Sink
-from tests.consumers.fakes import FakeProducer, FakeSink, fresh_registry, record
+from consumers.record import WorkItem, make_item
+from consumers.scheduler import Scheduler
+from tests.consumers.fakes import FakeSink, record
 
 
-def _pipeline(
-    sinks: dict[str, FakeSink], max_parallel: int = 50, **cfg: object
-) -> tuple[Scheduler, FakeProducer, ConsumerMetrics]:
-    config = ConsumersConfig.model_validate(
-        {
-            "sinks": {n: {"type": "fake"} for n in sinks},
-            "routes": [{"name": "all", "sinks": list(sinks)}],
-            **cfg,
-        }
-    )
-    metrics = ConsumerMetrics(fresh_registry())
-    producer = FakeProducer()
-    typed: dict[str, Sink] = dict(sinks)
-    deliverer = Deliverer(
-        typed,
-        MemoryDedupStore(3600, 10_000),
-        {n: SinkRetry(RetryConfig(initial_ms=1, max_ms=2)) for n in sinks},
-        metrics,
-        DeadLetterWriter(producer, "dlq", "g"),
-    )
-    processor = Processor(config, Router(config.routes), deliverer, metrics)
-    return Scheduler(processor, max_parallel), producer, metrics
+def _sending_to(sink: FakeSink) -> Callable[[WorkItem], Awaitable[None]]:
+    """Processing that sends each event to ``sink``."""
+
+    async def process(item: WorkItem) -> None:
+        assert item.event is not None
+        await sink.send(item.event)
+
+    return process
 
 
 async def test_same_key_in_offset_order_and_keys_in_parallel() -> None:
     sink = FakeSink("slow", delay=0.01)
-    scheduler, _, _ = _pipeline({"slow": sink})
+    scheduler: Scheduler[WorkItem] = Scheduler(_sending_to(sink), 50)
     scheduler.assign(("raw", 0))
     rng = random.Random(7)
     keys = [f"k{rng.randrange(20)}" for _ in range(200)]
@@ -66,7 +47,7 @@ async def test_same_key_in_offset_order_and_keys_in_parallel() -> None:
 
 async def test_parallelism_is_bounded() -> None:
     sink = FakeSink("slow", delay=0.01)
-    scheduler, _, _ = _pipeline({"slow": sink}, max_parallel=4)
+    scheduler: Scheduler[WorkItem] = Scheduler(_sending_to(sink), 4)
     scheduler.assign(("raw", 0))
     for offset in range(40):
         scheduler.submit(make_item(record(offset, f"k{offset}")))
@@ -119,60 +100,6 @@ async def test_drop_cancels_unfinished_work_of_revoked_partitions() -> None:
     assert ("raw", 1) not in scheduler.partitions
 
 
-async def test_contract_breaking_record_is_dead_lettered_and_finished() -> None:
-    sink = FakeSink("s")
-    scheduler, producer, metrics = _pipeline({"s": sink})
-    scheduler.assign(("raw", 0))
-    good = record(0, "k")
-    bad = record(1, "k")
-    bad = type(bad)(
-        bad.topic,
-        bad.partition,
-        bad.offset,
-        bad.key,
-        bad.value,
-        tuple((k, v) for k, v in bad.headers if k != "ce_id"),
-    )
-    scheduler.submit(make_item(good))
-    scheduler.submit(make_item(bad))
-    assert await scheduler.wait_idle(within=5)
-    assert [e.offset for e in sink.received] == [0]
-    assert len(producer.sent) == 1
-    headers = dict(producer.sent[0]["headers"])
-    assert headers["dlq_reason"] == b"contract"
-    assert headers["dlq_original_offset"] == b"1"
-    assert "ce_id" in headers["dlq_error"].decode()
-    assert scheduler.commit_points() == {("raw", 0): 2}
-    assert metrics.dead_lettered.labels("-", "contract")._value.get() == 1
-
-
-async def test_unrouted_dropped_or_dead_lettered_by_config() -> None:
-    for action, letters in (("drop", 0), ("dead-letter", 1)):
-        sink = FakeSink("s")
-        routes = [{"name": "r", "match": {"type": "never.*"}, "sinks": ["s"]}]
-        scheduler, producer, metrics = _pipeline({"s": sink}, routes=routes, unrouted=action)
-        scheduler.assign(("raw", 0))
-        scheduler.submit(make_item(record(0)))
-        assert await scheduler.wait_idle(within=5)
-        assert sink.received == []
-        assert len(producer.sent) == letters
-        assert metrics.unrouted.labels(action)._value.get() == 1
-        assert scheduler.commit_points() == {("raw", 0): 1}
-
-
-async def test_fan_out_delivers_to_every_sink_and_repeats_once() -> None:
-    a, b = FakeSink("a"), FakeSink("b")
-    scheduler, _, metrics = _pipeline({"a": a, "b": b})
-    scheduler.assign(("raw", 0))
-    for offset in range(3):  # the same delivery three times (provider retried)
-        scheduler.submit(make_item(record(offset, "k", event_id="same")))
-    scheduler.submit(make_item(record(3, "k", event_id="other")))
-    assert await scheduler.wait_idle(within=5)
-    assert [e.id for e in a.received] == ["same", "other"]
-    assert [e.id for e in b.received] == ["same", "other"]
-    assert metrics.duplicates.labels("a")._value.get() == 2
-
-
 async def test_slow_sink_throughput_key_parallel_vs_one_at_a_time() -> None:
     """20 ms per call, one partition, 60 keys: order asserted, speed printed only."""
     import time
@@ -180,7 +107,7 @@ async def test_slow_sink_throughput_key_parallel_vs_one_at_a_time() -> None:
     elapsed = {}
     for parallel in (1, 64):
         sink = FakeSink("slow", delay=0.02)
-        scheduler, _, _ = _pipeline({"slow": sink}, max_parallel=parallel)
+        scheduler: Scheduler[WorkItem] = Scheduler(_sending_to(sink), parallel)
         scheduler.assign(("raw", 0))
         started = time.monotonic()
         for offset in range(300):
@@ -260,3 +187,38 @@ async def test_busy_keys_take_turns() -> None:
     assert await scheduler.wait_idle(within=5)
     # One worker: the hot key's records alternate with the others instead of all first.
     assert order == ["hot", "k4", "k5", "hot", "hot", "hot"]
+
+
+@dataclass
+class _Job:
+    tp: tuple[str, int]
+    offset: int
+    key: str
+
+
+async def test_wait_below_returns_when_the_window_has_room() -> None:
+    # Anything with a partition, an offset and a key can be scheduled (replay's jobs).
+    gates = {key: asyncio.Event() for key in "abc"}
+    done: list[str] = []
+
+    async def process(job: _Job) -> None:
+        await gates[job.key].wait()
+        done.append(job.key)
+
+    scheduler: Scheduler[_Job] = Scheduler(process, 10)
+    scheduler.assign(("dlq", 0))
+    for offset, key in enumerate("abc"):
+        scheduler.submit(_Job(("dlq", 0), offset, key))
+    waiting = asyncio.create_task(scheduler.wait_below(2))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    gates["b"].set()
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # two still in flight
+    gates["c"].set()
+    await asyncio.wait_for(waiting, 1)
+    assert done == ["b", "c"]
+    assert scheduler.commit_points() == {("dlq", 0): 0}
+    gates["a"].set()
+    assert await scheduler.wait_idle(within=1)
+    assert scheduler.commit_points() == {("dlq", 0): 3}

@@ -1,0 +1,104 @@
+"""The ``inspector`` sink: a live web page of the latest events, for development.
+
+Route events to it like to any sink; it keeps the last ``max_events`` in memory and
+serves, inside the consumer process, one HTML page on ``host:port`` (loopback by
+default). The page lists events as they arrive (server-sent events): source, type,
+key, time, headers and the pretty-printed body, filtered by source, type and key. Its
+Replay button delivers an event again to another sink of the consumer by running
+``python -m consumers replay`` for that one Kafka record.
+
+Webhook bodies carry personal data, and the replay endpoint starts a process, so: the
+default bind is 127.0.0.1, requests must name an allowed ``Host`` (DNS rebinding), and
+replays need a per-process token that only the served page carries.
+
+Only the partitions assigned to this consumer process reach its inspector; with
+several consumers in a group, each shows its share.
+
+The pieces: :mod:`.buffer` (the kept events and their live fan-out), :mod:`.web` (the
+page and its API), :mod:`.replay` (the replay command), :mod:`.hostguard` (the
+``Host`` allow-list), :mod:`.metrics`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+
+from consumers.event import Event
+from consumers.sinks import SinkContext, SinkError
+from consumers.sinks.inspector.buffer import EventBuffer
+from consumers.sinks.inspector.hostguard import HostAllowList
+from consumers.sinks.inspector.metrics import InspectorMetrics, inspector_metrics
+from consumers.sinks.inspector.replay import ReplayLauncher, replay_config_path, replay_targets
+from consumers.sinks.inspector.web import PageServer, build_app
+from webhook_common.config import StrictModel
+
+__all__ = ["InspectorConfig", "InspectorSink"]
+
+log = logging.getLogger(__name__)
+
+
+class InspectorConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    max_events: int = Field(default=500, ge=1, le=100_000)
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1, le=16 * 1024 * 1024, description="longer bodies are cut"
+    )
+    replay_config: Path | None = Field(
+        default=None,
+        description="config file replays run with (default: the one the consumer runs on); "
+        "relative to that file's directory",
+    )
+    replay_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="extra Host names accepted (when not on loopback)"
+    )
+
+
+class InspectorSink:
+    """Keeps the last events and serves them live; see the package docstring."""
+
+    Config: ClassVar[type[InspectorConfig]] = InspectorConfig
+
+    def __init__(self, name: str, config: InspectorConfig, context: SinkContext) -> None:
+        self.name = name
+        self.config = config
+        self._context = context
+        self._metrics: InspectorMetrics = inspector_metrics(context.registry)
+        self._buffer = EventBuffer(config.max_events, config.max_body_bytes)
+        self._hosts = HostAllowList(config.host, config.allowed_hosts)
+        self._server = PageServer(name, config.host, config.port)
+        self._closed = False
+
+    @property
+    def port(self) -> int:
+        """The bound port once started (config ``port: 0``: whichever was free)."""
+        return self._server.port
+
+    async def start(self) -> None:
+        if self._closed:
+            raise SinkError(f"inspector sink {self.name!r} is closed", retriable=False)
+        if self._server.running:
+            return
+        replay = ReplayLauncher(
+            replay_config_path(self.name, self.config.replay_config, self._context.config_path),
+            replay_targets(self._context.sink_types),
+            self.config.replay_timeout_seconds,
+        )
+        app = build_app(self.name, self._buffer, self._hosts, replay, self._metrics)
+        self._server.start(app)
+        log.info("inspector %s: http://%s/", self.name, self._server.netloc)
+
+    async def send(self, event: Event) -> None:
+        if self._closed:
+            raise SinkError(f"inspector sink {self.name!r} is closed", retriable=True)
+        self._buffer.add(event)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        self._buffer.close()
+        await self._server.stop()
