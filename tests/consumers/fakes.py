@@ -19,7 +19,7 @@ from consumers.delivery import Deliverer
 from consumers.dlq import REASON_PERMANENT, DeadLetterWriter, dead_letter_headers
 from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
-from consumers.record import SourceRecord
+from consumers.record import SourceRecord, make_item
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkError
 from webhook_common.contract import EventMeta, format_time
@@ -113,15 +113,9 @@ def record(
 
 
 def event(offset: int = 0, key: str = "k", **kw: Any) -> Event:
-    r = record(offset, key, **kw)
-    return Event.from_record(
-        topic=r.topic,
-        partition=r.partition,
-        offset=r.offset,
-        key=r.key,
-        value=r.value,
-        headers=r.headers,
-    )
+    item = make_item(record(offset, key, **kw))
+    assert item.event is not None, item.error
+    return item.event
 
 
 def fresh_registry() -> CollectorRegistry:
