@@ -104,8 +104,9 @@ def test_declared_oversized_body_refused_without_reading_it() -> None:
 
 def test_streamed_oversized_body_refused_once_over_the_limit() -> None:
     """Chunked, no declared length: the server stops at the limit. What it read is the
-    limit plus at most the transport's buffer (uvicorn pauses reading at 64 KiB), not the
-    10 MiB the client tries to send."""
+    limit plus at most the transport's buffer, not the 10 MiB the client tries to send:
+    uvicorn pauses reading once it holds more than 64 KiB unread, and asyncio's socket
+    transport reads at most 256 KiB per call, so one read can overshoot the pause point."""
     limit = 10_000
     with live_server({"http": LIMITS}, {"body_limit": limit}) as server, server.connect() as sock:
         sock.sendall(
@@ -122,7 +123,7 @@ def test_streamed_oversized_body_refused_once_over_the_limit() -> None:
             pass
         response = read_response(sock)
         assert status_of(response) == 413
-        assert server.bytes_received < limit + 256 * 1024
+        assert server.bytes_received <= limit + 64 * 1024 + 256 * 1024
         assert server.bytes_received < sent
         assert server.metric("webhookgw_ingress_body_size_bytes_count", source="crystallize") == 0
 

@@ -18,16 +18,14 @@ content security policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -39,6 +37,10 @@ from consumers.sinks.inspector.buffer import FILTER_FIELDS, EventBuffer
 from consumers.sinks.inspector.hostguard import HostAllowList
 from consumers.sinks.inspector.metrics import InspectorMetrics
 from consumers.sinks.inspector.replay import ReplayLauncher
+from webhook_common.errors import StartupError
+from webhook_common.problem import Problem, from_http_exception, response
+from webhook_common.problem import internal_error as internal_error_response
+from webhook_common.server import Server, bind, make_server
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def build_app(
         async def wrapper(request: Request) -> Response:
             if not hosts.allows(request.headers.get("host", "")):
                 detail = "Host header not allowed (add it to allowed_hosts)"
-                return count(request, problem(403, "Forbidden", detail, request.url.path))
+                return count(request, problem(403, "forbidden", detail, request.url.path))
             return count(request, await handler(request))
 
         return wrapper
@@ -122,7 +124,7 @@ def build_app(
         try:
             after = int(last) if last else 0
         except ValueError:
-            return problem(400, "Bad Request", "Last-Event-ID must be a number", request.url.path)
+            return problem(400, "bad-request", "Last-Event-ID must be a number", request.url.path)
         return StreamingResponse(
             buffer.stream(after),
             media_type="text/event-stream",
@@ -133,36 +135,36 @@ def build_app(
         path = request.url.path
         if request.headers.get(TOKEN_HEADER) != token:
             return problem(
-                403, "Forbidden", f"missing or wrong {TOKEN_HEADER} header: use the page", path
+                403, "forbidden", f"missing or wrong {TOKEN_HEADER} header: use the page", path
             )
         try:
             doc = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            return problem(400, "Bad Request", "body is not JSON", path)
+            return problem(400, "bad-request", "body is not JSON", path)
         if not isinstance(doc, dict):
-            return problem(400, "Bad Request", "expected a JSON object", path)
+            return problem(400, "bad-request", "expected a JSON object", path)
         seq, target, ignore_routes = doc.get("seq"), doc.get("sink"), doc.get("ignore_routes")
         if not isinstance(seq, int) or not isinstance(target, str):
-            return problem(400, "Bad Request", "expected {seq: number, sink: string}", path)
+            return problem(400, "bad-request", "expected {seq: number, sink: string}", path)
         record = buffer.get(seq)
         if record is None:
-            return problem(404, "Not Found", f"event {seq} is no longer kept (max_events)", path)
+            return problem(404, "not-found", f"event {seq} is no longer kept (max_events)", path)
         if not replay.enabled:
             detail = f"replay is not enabled: set consumers.sinks.{sink}.replay_config"
-            return problem(409, "Conflict", detail, path)
+            return problem(409, "conflict", detail, path)
         if target not in replay.targets:
             detail = f"sink {target!r} is not a replay target; one of: " + ", ".join(replay.targets)
-            return problem(400, "Bad Request", detail, path)
+            return problem(400, "bad-request", detail, path)
         # No await between this check and run() taking the lock: no second replay slips in.
         if replay.busy:
-            return problem(409, "Conflict", "another replay is running; try again", path)
+            return problem(409, "conflict", "another replay is running; try again", path)
         result = await replay.run(record, target, ignore_routes is True)
         metrics.replays.labels(sink, target, result.outcome).inc()
         if result.outcome == "timeout":
             detail = f"replay did not finish within {replay.timeout_seconds:g} s"
-            return problem(504, "Gateway Timeout", detail, path)
+            return problem(504, "replay-timeout", detail, path)
         if result.outcome == "error":
-            return problem(502, "Bad Gateway", f"replay failed: {result.output}", path)
+            return problem(502, "replay-failed", f"replay failed: {result.output}", path)
         return JSONResponse(
             {
                 "outcome": result.outcome,
@@ -174,14 +176,11 @@ def build_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
-        detail = f"{request.method} {request.url.path}: {title.lower()}"
-        return count(request, problem(exc.status_code, title, detail, request.url.path))
+        return count(request, from_http_exception(request, exc))
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         log.exception("inspector %s: %s failed", sink, request.url.path)
-        detail = "the inspector failed"
-        return count(request, problem(500, "Internal Server Error", detail, request.url.path))
+        return count(request, internal_error_response(request.url.path))
 
     routes = [
         Route("/", guarded(page), methods=["GET"]),
@@ -205,7 +204,7 @@ class PageServer:
         self.host = host
         self.port = port
         self._socket: socket.socket | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: Server | None = None
         self._serving: asyncio.Task[None] | None = None
 
     @property
@@ -221,10 +220,7 @@ class PageServer:
         sock = self._bind()
         self._socket = sock
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5
-        )
-        server = _Server(config)
+        server = make_server(app, timeout_graceful_shutdown=5)
         self._server = server
         self._serving = asyncio.create_task(
             server.serve(sockets=[sock]), name=f"inspector-{self.sink}"
@@ -246,45 +242,14 @@ class PageServer:
             self._socket = None
 
     def _bind(self) -> socket.socket:
-        host, port = self.host, self.port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-        except OSError as exc:
-            sock.close()
+            return bind(self.host, self.port)
+        except StartupError as exc:
             raise SinkError(
-                f"inspector sink {self.sink!r}: cannot listen on {host}:{port}: "
-                f"{exc.strerror or exc} (set consumers.sinks.{self.sink}.port)",
+                f"inspector sink {self.sink!r}: {exc} (set consumers.sinks.{self.sink}.port)",
                 retriable=False,
             ) from None
-        return sock
 
 
-# -- HTTP plumbing: RFC 9457 problem responses, and uvicorn embedded in the consumer ----
-# Not specific to the inspector (the consumer's admin server, consumers/server.py, has
-# the same two), so they stand together here, apart from the inspector's own code.
-
-PROBLEM = "application/problem+json"
-
-
-def problem(status: int, title: str, detail: str, instance: str) -> JSONResponse:
-    body = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": instance,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the consumer owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
+def problem(status: int, slug: str, detail: str, instance: str) -> Response:
+    return response(Problem(status, slug, detail), instance)
