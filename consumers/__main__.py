@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from consumers.config import Settings, load_settings
+from consumers.config import ConsumerConfig, load_config
 from consumers.dedup import DedupStore, build_store
 from consumers.delivery import Deliverer
 from consumers.dlq import DeadLetterWriter
@@ -139,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
 
 @dataclass
 class Runtime:
-    settings: Settings
+    settings: ConsumerConfig
     registry: CollectorRegistry
     metrics: ConsumerMetrics
     sinks: dict[str, Sink]
@@ -148,7 +148,7 @@ class Runtime:
     secrets: list[str]
 
 
-def _build(settings: Settings, config_path: Path | None = None) -> Runtime:
+def _build(settings: ConsumerConfig, config_path: Path | None = None) -> Runtime:
     """The sinks (not started), dedup store and metrics; ``config_path`` is the file
     ``settings`` came from, which sinks that run ``python -m consumers`` reuse."""
     from consumers.plugins import SinkRegistry, build_sinks
@@ -199,13 +199,13 @@ async def _started(rt: Runtime, names: Sequence[str]) -> AsyncIterator[None]:
         await rt.dedup.aclose()
 
 
-def _producer(settings: Settings) -> AIOKafkaProducer:
+def _producer(settings: ConsumerConfig) -> AIOKafkaProducer:
     kwargs = settings.kafka.client_kwargs()
     kwargs["client_id"] = f"{settings.kafka.client_id}-dlq"
     return AIOKafkaProducer(enable_idempotence=True, acks="all", **kwargs)
 
 
-def _retries(settings: Settings, names: Sequence[str]) -> dict[str, SinkRetry]:
+def _retries(settings: ConsumerConfig, names: Sequence[str]) -> dict[str, SinkRetry]:
     return {n: SinkRetry(settings.consumers.retry) for n in names}
 
 
@@ -218,7 +218,7 @@ def _setup_logging(args: argparse.Namespace, secrets: list[str]) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
-async def _run(args: argparse.Namespace, settings: Settings) -> int:
+async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     from consumers.engine import Engine
 
     rt = _build(settings, config_path=Path(args.config))
@@ -288,7 +288,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 # -- replay --------------------------------------------------------------------------
 
 
-async def _replay(args: argparse.Namespace, settings: Settings) -> int:
+async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     from consumers.replay import Replayer, check_sink_names, parse_offsets, parse_time_arg
 
     cfg = settings.consumers
@@ -339,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 
     def command() -> int:
-        settings = load_settings(args.config)
+        settings = load_config(args.config)
         # Redacting from the first line on; the sinks' own secrets are added once their
         # configs are validated (`_build`).
         _setup_logging(args, secret_values(settings))

@@ -110,8 +110,8 @@ class ConcurrencyConfig(StrictModel):
     max_parallel: int = Field(default=100, ge=1)
 
 
-class ConsumersConfig(StrictModel):
-    """YAML section ``consumers``."""
+class ConsumersSection(StrictModel):
+    """The ``consumers:`` section."""
 
     group: str = Field(default="webhook-consumers", min_length=1)
     topics: list[str] = Field(default_factory=lambda: ["webhooks.raw"], min_length=1)
@@ -144,28 +144,30 @@ class ConsumersConfig(StrictModel):
         return self
 
 
-class Settings(StrictModel):
-    """The sections the consumers read; the rest of the file belongs to the gateway."""
+class ConsumerConfig(StrictModel):
+    """The whole config file as the consumers read it (``kafka``, ``consumers``); the rest
+    of the file belongs to the gateway."""
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    consumers: ConsumersConfig
+    consumers: ConsumersSection
 
 
-def settings_from_mapping(data: Mapping[str, Any], *, source: str = "config") -> Settings:
+def parse_config(data: Mapping[str, Any], *, source: str = "config") -> ConsumerConfig:
+    """Validate the consumer sections of an already loaded document."""
     if "consumers" not in data:
         raise ConfigError(f"{source}: consumers: missing: expected a 'consumers' section")
     ours = {k: data[k] for k in ("kafka", "consumers") if k in data}
-    return validate(Settings, ours, source=source)
+    return validate(ConsumerConfig, ours, source=source)
 
 
 _SECTIONS = ("kafka", "consumers")
 
 
-def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> ConsumerConfig:
     """Read and validate the consumer sections of a config file.
 
     Only ``kafka`` and ``consumers`` are interpolated: the gateway's sections may name
     variables (its verifier secrets) that a consumer's environment rightly lacks.
     """
     ours = load_file(path, env, sections=_SECTIONS)
-    return settings_from_mapping(ours, source=str(path))
+    return parse_config(ours, source=str(path))

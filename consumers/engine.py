@@ -22,7 +22,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from consumers.config import ConsumersConfig
+from consumers.config import ConsumersSection
 from consumers.delivery import Deliverer
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import Processor
@@ -46,7 +46,7 @@ class Engine:
 
     def __init__(
         self,
-        config: ConsumersConfig,
+        config: ConsumersSection,
         kafka: KafkaSettings,
         sinks: Mapping[str, Sink],
         deliverer: Deliverer,

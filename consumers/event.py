@@ -22,6 +22,10 @@ from webhook_common.contract import (
     read_headers,
 )
 
+__all__ = [
+    "Event",
+]
+
 _UNPARSED: Any = object()
 
 

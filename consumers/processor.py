@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from consumers.config import ConsumersConfig
+from consumers.config import ConsumersSection
 from consumers.delivery import Deliverer
 from consumers.dlq import REASON_CONTRACT, REASON_UNROUTED
 from consumers.metrics import ConsumerMetrics
@@ -25,7 +25,7 @@ class Processor:
 
     def __init__(
         self,
-        config: ConsumersConfig,
+        config: ConsumersSection,
         router: Router,
         deliverer: Deliverer,
         metrics: ConsumerMetrics,

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumers.config import Settings
+from consumers.config import ConsumerConfig
 from consumers.delivery import Deliverer, Outcome
 from consumers.dlq import REASON_CONTRACT, read_dead_letter
 from consumers.metrics import ConsumerMetrics
@@ -164,7 +164,7 @@ class _Job:
 class Replayer:
     def __init__(
         self,
-        settings: Settings,
+        settings: ConsumerConfig,
         deliverer: Deliverer,
         metrics: ConsumerMetrics,
         sinks: Sequence[str],

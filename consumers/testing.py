@@ -51,6 +51,11 @@ from consumers.sinks import BatchSink, Sink, SinkContext, SinkError
 from webhook_common.contract import format_time
 from webhook_common.errors import ConfigError
 
+__all__ = [
+    "SinkContract",
+    "make_event",
+]
+
 _offsets = itertools.count()
 
 

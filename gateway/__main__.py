@@ -66,7 +66,7 @@ def _worker_slot(text: str) -> tuple[int, int]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = gwconfig.load(args.path)
+    cfg = gwconfig.load_config(args.path)
     sources = build_sources(cfg, VerifierRegistry())
     print(f"config OK: {args.path}")
     for sc, source in zip(cfg.sources, sources, strict=True):
@@ -78,7 +78,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(cfg: gwconfig.IngressConfig) -> None:
+def _setup_logging(cfg: gwconfig.GatewayConfig) -> None:
     setup_logging(
         cfg.gateway.log_level,
         json_format=cfg.gateway.log_format == "json",
@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     if args.worker is not None:
         return _serve_worker(args)
-    cfg = gwconfig.load(args.config)
+    cfg = gwconfig.load_config(args.config)
     _setup_logging(cfg)
     sources = build_sources(cfg, VerifierRegistry())
     if args.workers is not None:
@@ -125,7 +125,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
     index, count = args.worker
     link = supervisor.WorkerLink(index, count, args.link_fd)
     try:
-        cfg = gwconfig.load(args.config)
+        cfg = gwconfig.load_config(args.config)
         _setup_logging(cfg)
         supervisor.tag_worker_logs(index, text_format=cfg.gateway.log_format == "text")
         sources = build_sources(cfg, VerifierRegistry())
@@ -145,7 +145,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
 def cmd_topics_create(args: argparse.Namespace) -> int:
     from gateway.topics import create_topics
 
-    cfg = gwconfig.load(args.config)
+    cfg = gwconfig.load_config(args.config)
     for outcome in run(create_topics(cfg)):
         print(outcome.describe())
     return 0

@@ -33,7 +33,7 @@ from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import extract
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySection
 from gateway.deadlines import Deadlines, cancel_task_at
 from gateway.metrics import IngressMetrics
 from gateway.openapi import create_api
@@ -117,7 +117,7 @@ class Ingress:
         sources: Sequence[Source],
         producer: RecordProducer,
         metrics: IngressMetrics,
-        settings: GatewaySettings,
+        settings: GatewaySection,
         state: IngressState | None = None,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,

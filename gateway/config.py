@@ -131,7 +131,7 @@ class HttpLimits(StrictModel):
 
 
 class SpoolSettings(StrictModel):
-    """``gateway.spool``: the optional durable spool (see ``gateway/spool.py`` and
+    """``gateway.spool``: the optional durable spool (see the ``gateway.spool`` package and
     ``docs/reliability.md``, scenario 6). Off by default."""
 
     enabled: bool = False
@@ -151,8 +151,8 @@ class SpoolSettings(StrictModel):
     retry_seconds: float = Field(default=1.0, gt=0, le=300)
 
 
-class GatewaySettings(StrictModel):
-    """``gateway``: process-wide ingress settings."""
+class GatewaySection(StrictModel):
+    """The ``gateway:`` section: process-wide ingress settings."""
 
     producer: ProducerSettings = ProducerSettings()
     http: HttpLimits = HttpLimits()
@@ -262,14 +262,15 @@ class SourceConfig(StrictModel):
         return PROVIDER_DEFAULTS.get(self.verifier.type, GENERIC_DEFAULTS)
 
 
-class IngressConfig(BaseModel):
-    """The sections the gateway reads; other top-level sections are ignored."""
+class GatewayConfig(BaseModel):
+    """The whole config file as the gateway reads it (``kafka``, ``topics``, ``gateway``,
+    ``sources``); other top-level sections belong to the consumers and are ignored."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     kafka: KafkaSettings = KafkaSettings()
     topics: list[TopicSpec] = Field(default_factory=list)
-    gateway: GatewaySettings = GatewaySettings()
+    gateway: GatewaySection = GatewaySection()
     sources: list[SourceConfig] = Field(min_length=1)
 
     @property
@@ -292,7 +293,7 @@ class IngressConfig(BaseModel):
         return specs
 
 
-def _cross_check(cfg: IngressConfig) -> None:
+def _cross_check(cfg: GatewayConfig) -> None:
     """What one entry cannot check alone: unique names, unambiguous paths."""
     problems: list[str] = []
     names: dict[str, int] = {}
@@ -335,14 +336,14 @@ def _cross_check(cfg: IngressConfig) -> None:
         )
 
 
-def parse(data: Mapping[str, Any], *, source: str = "config") -> IngressConfig:
+def parse_config(data: Mapping[str, Any], *, source: str = "config") -> GatewayConfig:
     """Validate the ingress sections of an already loaded document."""
-    cfg = validate(IngressConfig, data, source=source)
+    cfg = validate(GatewayConfig, data, source=source)
     _cross_check(cfg)
     return cfg
 
 
-def load(path: str | Path, env: Mapping[str, str] | None = None) -> IngressConfig:
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, interpolate and validate a config file. Raises :class:`ConfigError`."""
     data = load_file(path, env, sections=("kafka", "topics", "gateway", "sources"))
-    return parse(data, source=f"config file {str(path)!r}")
+    return parse_config(data, source=f"config file {str(path)!r}")

@@ -7,7 +7,9 @@ Requests to unknown paths are counted under source ``""``.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
+
+from webhook_common.metrics import MetricSet
 
 PREFIX = "webhookgw_ingress_"
 
@@ -18,109 +20,88 @@ _SIZE_BUCKETS = (256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 167772
 
 class IngressMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            PREFIX + "requests",
+        m = MetricSet(registry, PREFIX)
+        self.requests = m.counter(
+            "requests",
             "Webhook requests answered, by source and HTTP status.",
             ["source", "status"],
-            registry=registry,
         )
-        self.verification_failures = Counter(
-            PREFIX + "verification_failures",
+        self.verification_failures = m.counter(
+            "verification_failures",
             "Requests refused with 401, by source and verifier reason.",
             ["source", "reason"],
-            registry=registry,
         )
-        self.request_duration = Histogram(
-            PREFIX + "request_duration_seconds",
+        self.request_duration = m.histogram(
+            "request_duration_seconds",
             "Time from request start to the last response byte, by source.",
             ["source"],
             buckets=_LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.produce_duration = Histogram(
-            PREFIX + "produce_duration_seconds",
+        self.produce_duration = m.histogram(
+            "produce_duration_seconds",
             "Time from handing a record to the producer until Kafka acknowledged it "
             "(or the deadline passed), by source.",
             ["source"],
             buckets=_LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.produce_failures = Counter(
-            PREFIX + "produce_failures",
+        self.produce_failures = m.counter(
+            "produce_failures",
             "Records Kafka did not acknowledge and the gateway answered 503, by source and "
             "reason (timeout, error, overloaded, spool_full, spool_error).",
             ["source", "reason"],
-            registry=registry,
         )
-        self.in_flight = Gauge(
-            PREFIX + "in_flight_requests",
-            "Webhook requests being handled now.",
-            registry=registry,
-        )
-        self.body_size = Histogram(
-            PREFIX + "body_size_bytes",
+        self.in_flight = m.gauge("in_flight_requests", "Webhook requests being handled now.")
+        self.body_size = m.histogram(
+            "body_size_bytes",
             "Size of request bodies read in full, by source.",
             ["source"],
             buckets=_SIZE_BUCKETS,
-            registry=registry,
         )
-        self.key_fallback = Counter(
-            PREFIX + "key_fallback",
+        self.key_fallback = m.counter(
+            "key_fallback",
             "Records keyed by event id because no entity id was found, by source.",
             ["source"],
-            registry=registry,
         )
-        self.rate_limited = Counter(
-            PREFIX + "rate_limited",
+        self.rate_limited = m.counter(
+            "rate_limited",
             "Requests refused with 429 by the source's rate limit, by source.",
             ["source"],
-            registry=registry,
         )
-        self.body_timeouts = Counter(
-            PREFIX + "body_timeouts",
+        self.body_timeouts = m.counter(
+            "body_timeouts",
             "Requests answered 408 because the body did not arrive in time, by source.",
             ["source"],
-            registry=registry,
         )
-        self.http_refused = Counter(
-            PREFIX + "http_refused",
+        self.http_refused = m.counter(
+            "http_refused",
             "Connections refused by the HTTP limits before a request reached a source "
             "(header_timeout, header_too_large, malformed, too_many_connections).",
             ["reason"],
-            registry=registry,
         )
-        self.secret_matched = Counter(
-            PREFIX + "secret_matched",
+        self.secret_matched = m.counter(
+            "secret_matched",
             "Verified requests by which configured secret matched (rotation progress).",
             ["source", "index"],
-            registry=registry,
         )
         # The durable spool (gateway.spool); zero while it is disabled.
-        self.spooled = Counter(
-            PREFIX + "spooled",
+        self.spooled = m.counter(
+            "spooled",
             "Records written to the durable spool and answered 202, by source and reason "
             "(timeout, error: Kafka did not acknowledge; backlog: the spool was not empty).",
             ["source", "reason"],
-            registry=registry,
         )
-        self.spool_drained = Counter(
-            PREFIX + "spool_drained",
+        self.spool_drained = m.counter(
+            "spool_drained",
             "Spooled records Kafka acknowledged (or already had) and the spool released.",
-            registry=registry,
         )
-        self.spool_backlog_records = Gauge(
-            PREFIX + "spool_backlog_records",
-            "Records in the durable spool not yet acknowledged by Kafka.",
-            registry=registry,
+        self.spool_backlog_records = m.gauge(
+            "spool_backlog_records", "Records in the durable spool not yet acknowledged by Kafka."
         )
-        self.spool_backlog_bytes = Gauge(
-            PREFIX + "spool_backlog_bytes",
-            "Journal bytes of the records not yet acknowledged by Kafka.",
-            registry=registry,
+        self.spool_backlog_bytes = m.gauge(
+            "spool_backlog_bytes", "Journal bytes of the records not yet acknowledged by Kafka."
         )
-        self.spool_fsync_duration = Histogram(
-            PREFIX + "spool_fsync_duration_seconds",
+        self.spool_fsync_duration = m.histogram(
+            "spool_fsync_duration_seconds",
             "Time to write and fsync one group commit of the spool journal.",
             buckets=_FSYNC_BUCKETS,
-            registry=registry,
         )

@@ -138,7 +138,7 @@ def build_target(
     registry: VerifierRegistry | None = None,
 ) -> Target:
     """Validate the command line against the config and prepare what to send."""
-    cfg = gwconfig.load(args.config)
+    cfg = gwconfig.load_config(args.config)
     # The same validation as `serve`: a config the gateway would refuse is refused here.
     sources = build_sources(cfg, registry if registry is not None else VerifierRegistry())
     by_name = {s.name: (i, s) for i, s in enumerate(sources)}

@@ -33,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from gateway.app import Ingress, IngressState, create_app
-from gateway.config import GatewaySettings, HttpLimits, IngressConfig
+from gateway.config import GatewayConfig, GatewaySection, HttpLimits
 from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
 from gateway.producer import KafkaProducer, RecordProducer
@@ -141,7 +141,7 @@ def _web_options(ingress: Ingress, limits: HttpLimits) -> dict[str, Any]:
 
 
 async def serve(
-    cfg: IngressConfig,
+    cfg: GatewayConfig,
     sources: Sequence[Source],
     listen: Listen,
     *,
@@ -227,7 +227,7 @@ async def serve(
 async def _run(
     ingress: Ingress,
     admin_asgi: Starlette,
-    settings: GatewaySettings,
+    settings: GatewaySection,
     web_sock: socket.socket,
     admin_sock: socket.socket,
     flush: Callable[[], Awaitable[None]] | None,

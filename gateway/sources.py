@@ -1,11 +1,11 @@
 """A configured source made ready for the hot path: defaults resolved, verifier built,
-JSON pointers parsed. Built once at startup from :class:`gateway.config.IngressConfig`."""
+JSON pointers parsed. Built once at startup from :class:`gateway.config.GatewayConfig`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import IngressConfig, SourceConfig
+from gateway.config import GatewayConfig, SourceConfig
 from gateway.extract import KeyExtractor
 from gateway.ratelimit import TokenBucket
 from gateway.verifiers import Verifier
@@ -58,7 +58,7 @@ def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
     )
 
 
-def build_sources(cfg: IngressConfig, registry: VerifierRegistry) -> list[Source]:
+def build_sources(cfg: GatewayConfig, registry: VerifierRegistry) -> list[Source]:
     """Every source of ``cfg``; one :class:`ConfigError` listing all that fail."""
     sources: list[Source] = []
     problems: list[str] = []

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from gateway.config import GatewaySettings
+from gateway.config import GatewaySection
 from webhook_common.errors import ConfigError, WebhookGatewayError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def check_free(host: str, port: int) -> None:
             ) from None
 
 
-def stop_seconds(settings: GatewaySettings) -> float:
+def stop_seconds(settings: GatewaySection) -> float:
     """How long a worker may take after SIGTERM before the supervisor kills it: the
     configured delay and grace, the spool's final drain, the producer's flush."""
     from gateway.spool import STOP_DRAIN_SECONDS
@@ -513,7 +513,7 @@ class Supervisor:
 _SIGNALS: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
 
 
-def run(plan: Plan, settings: GatewaySettings) -> int:
+def run(plan: Plan, settings: GatewaySection) -> int:
     """``serve --workers N``: validate, check the ports, supervise until a signal."""
     validate(plan)
     check_free(plan.host, plan.port)

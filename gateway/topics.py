@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from gateway.config import IngressConfig, TopicSpec
+from gateway.config import GatewayConfig, TopicSpec
 from webhook_common.errors import WebhookGatewayError
 
 TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
@@ -48,8 +48,8 @@ def new_topic(spec: TopicSpec, min_message_bytes: int | None) -> NewTopic:
     return NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=configs)
 
 
-async def create_topics(cfg: IngressConfig) -> list[TopicOutcome]:
-    """Create every topic of :meth:`IngressConfig.topic_specs` that does not exist."""
+async def create_topics(cfg: GatewayConfig) -> list[TopicOutcome]:
+    """Create every topic of :meth:`GatewayConfig.topic_specs` that does not exist."""
     specs: Sequence[TopicSpec] = cfg.topic_specs()
     source_topics = {s.topic for s in cfg.sources}
     admin = AIOKafkaAdminClient(**cfg.kafka.client_kwargs())

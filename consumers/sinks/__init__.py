@@ -16,15 +16,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from consumers.event import Event
 from webhook_common.errors import WebhookGatewayError
 
-if TYPE_CHECKING:
-    from consumers.event import Event
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BatchSink",
+    "Event",
+    "Sink",
+    "SinkContext",
+    "SinkError",
+]
 
 ENTRY_POINT_GROUP = "webhook_gateway.sinks"
 

@@ -62,8 +62,8 @@ mkdir -p "$(dirname "$EVENTS_FILE")"
 # The first source, for the example command printed below.
 read -r source_name source_path < <("$py" -c '
 import sys
-from gateway.config import load
-source = load(sys.argv[1]).sources[0]
+from gateway.config import load_config
+source = load_config(sys.argv[1]).sources[0]
 print(source.name, source.route_path)
 ' "$config")
 

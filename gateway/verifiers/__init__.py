@@ -26,6 +26,16 @@ from pydantic import BaseModel, SecretStr
 
 from webhook_common.errors import WebhookGatewayError
 
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Outgoing",
+    "Signing",
+    "VerificationError",
+    "Verified",
+    "Verifier",
+    "WebhookRequest",
+]
+
 ENTRY_POINT_GROUP = "webhook_gateway.verifiers"
 
 

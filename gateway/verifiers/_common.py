@@ -18,12 +18,13 @@ import hmac
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field, SecretStr
 
-from gateway.verifiers import VerificationError
+from gateway.verifiers import VerificationError, Verified, WebhookRequest
 from webhook_common.config import StrictModel
 from webhook_common.errors import ConfigError
 
@@ -189,6 +190,57 @@ def utf8_secrets(secrets: Sequence[SecretStr], scheme: str) -> list[bytes]:
             raise ConfigError(f"secrets[{index}]: got an empty string: expected a secret")
         keys.append(value.encode("utf-8"))
     return keys
+
+
+@dataclass(frozen=True, slots=True)
+class BodySignature:
+    """A scheme whose one header carries ``<prefix><HMAC of the body>`` and whose event id
+    and type come from (unsigned) headers: GitHub and Shopify differ only in these fields.
+    """
+
+    header: str
+    encoding: Encoding
+    id_header: str
+    type_header: str
+    prefix: str = ""
+    algorithm: Algorithm = "sha256"
+
+    def verify(self, keys: Sequence[bytes], request: WebhookRequest) -> Verified:
+        value = required_header(request.headers, self.header)
+        if not value.startswith(self.prefix):
+            raise fail("malformed", f"{self.header} does not start with {self.prefix!r}")
+        signature = decode_digest(
+            value.removeprefix(self.prefix),
+            encoding=self.encoding,
+            algorithm=self.algorithm,
+            what=self.header,
+        )
+        index = match_secret(
+            keys, request.body, [signature], algorithm=self.algorithm, what=self.header
+        )
+        return Verified(
+            secret_index=index,
+            event_id=optional_header(request.headers, self.id_header),
+            event_type=optional_header(request.headers, self.type_header),
+        )
+
+    def sign(
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        event_id: str | None = None,
+        event_type: str | None = None,
+    ) -> dict[str, str]:
+        """The headers the provider would send for ``body`` (id/type only when given)."""
+        digest = hmac_digest(secret.encode(), body, self.algorithm)
+        text = digest.hex() if self.encoding == "hex" else base64.b64encode(digest).decode()
+        headers = {self.header: self.prefix + text}
+        if event_id is not None:
+            headers[self.id_header] = event_id
+        if event_type is not None:
+            headers[self.type_header] = event_type
+        return headers
 
 
 def json_fields(body: bytes, *names: str) -> tuple[str | None, ...]:

@@ -17,21 +17,17 @@ from typing import ClassVar
 from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Outgoing, Verified, WebhookRequest
-from gateway.verifiers._common import (
-    decode_digest,
-    fail,
-    hmac_digest,
-    match_secret,
-    new_id,
-    optional_header,
-    own_config,
-    required_header,
-    utf8_secrets,
-)
+from gateway.verifiers._common import BodySignature, new_id, own_config, utf8_secrets
 from webhook_common.config import StrictModel
 
-HEADER = "x-hub-signature-256"
-PREFIX = "sha256="
+SCHEME = BodySignature(
+    header="x-hub-signature-256",
+    prefix="sha256=",
+    encoding="hex",
+    id_header="x-github-delivery",
+    type_header="x-github-event",
+)
+HEADER = SCHEME.header
 
 
 class GitHubConfig(StrictModel):
@@ -48,33 +44,17 @@ class GitHubVerifier:
         self._keys = utf8_secrets(secrets, "github")
 
     signing_schemes: ClassVar[tuple[str, ...]] = ()
-    event_type_header = "x-github-event"
+    event_type_header = SCHEME.type_header
 
     def sign(self, request: Outgoing) -> dict[str, str]:
         return sign(request.body, request.secret, delivery=new_id(), event=request.event_type)
 
     def verify(self, request: WebhookRequest) -> Verified:
-        header = required_header(request.headers, HEADER)
-        if not header.startswith(PREFIX):
-            raise fail("malformed", f"{HEADER} does not start with {PREFIX!r}")
-        signature = decode_digest(
-            header.removeprefix(PREFIX), encoding="hex", algorithm="sha256", what=HEADER
-        )
-        index = match_secret(self._keys, request.body, [signature], what=HEADER)
-        return Verified(
-            secret_index=index,
-            event_id=optional_header(request.headers, "x-github-delivery"),
-            event_type=optional_header(request.headers, "x-github-event"),
-        )
+        return SCHEME.verify(self._keys, request)
 
 
 def sign(
     body: bytes, secret: str, *, delivery: str | None = None, event: str | None = None
 ) -> dict[str, str]:
     """The headers GitHub would send for ``body`` (delivery/event only when given)."""
-    headers = {HEADER: PREFIX + hmac_digest(secret.encode(), body).hex()}
-    if delivery is not None:
-        headers["x-github-delivery"] = delivery
-    if event is not None:
-        headers["x-github-event"] = event
-    return headers
+    return SCHEME.sign(body, secret, event_id=delivery, event_type=event)

@@ -10,26 +10,22 @@ deduplication by webhook id (which is not signed).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from typing import ClassVar
 
 from pydantic import BaseModel, SecretStr
 
 from gateway.verifiers import Outgoing, Verified, WebhookRequest
-from gateway.verifiers._common import (
-    decode_digest,
-    hmac_digest,
-    match_secret,
-    new_id,
-    optional_header,
-    own_config,
-    required_header,
-    utf8_secrets,
-)
+from gateway.verifiers._common import BodySignature, new_id, own_config, utf8_secrets
 from webhook_common.config import StrictModel
 
-HEADER = "x-shopify-hmac-sha256"
+SCHEME = BodySignature(
+    header="x-shopify-hmac-sha256",
+    encoding="base64",
+    id_header="x-shopify-webhook-id",
+    type_header="x-shopify-topic",
+)
+HEADER = SCHEME.header
 
 
 class ShopifyConfig(StrictModel):
@@ -46,29 +42,17 @@ class ShopifyVerifier:
         self._keys = utf8_secrets(secrets, "shopify")
 
     signing_schemes: ClassVar[tuple[str, ...]] = ()
-    event_type_header = "x-shopify-topic"
+    event_type_header = SCHEME.type_header
 
     def sign(self, request: Outgoing) -> dict[str, str]:
         return sign(request.body, request.secret, webhook_id=new_id(), topic=request.event_type)
 
     def verify(self, request: WebhookRequest) -> Verified:
-        header = required_header(request.headers, HEADER)
-        signature = decode_digest(header, encoding="base64", algorithm="sha256", what=HEADER)
-        index = match_secret(self._keys, request.body, [signature], what=HEADER)
-        return Verified(
-            secret_index=index,
-            event_id=optional_header(request.headers, "x-shopify-webhook-id"),
-            event_type=optional_header(request.headers, "x-shopify-topic"),
-        )
+        return SCHEME.verify(self._keys, request)
 
 
 def sign(
     body: bytes, secret: str, *, webhook_id: str | None = None, topic: str | None = None
 ) -> dict[str, str]:
     """The headers Shopify would send for ``body`` (id/topic only when given)."""
-    headers = {HEADER: base64.b64encode(hmac_digest(secret.encode(), body)).decode()}
-    if webhook_id is not None:
-        headers["x-shopify-webhook-id"] = webhook_id
-    if topic is not None:
-        headers["x-shopify-topic"] = topic
-    return headers
+    return SCHEME.sign(body, secret, event_id=webhook_id, event_type=topic)

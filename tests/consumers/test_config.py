@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from consumers.config import load_settings, settings_from_mapping
+from consumers.config import load_config, parse_config
 from webhook_common.errors import ConfigError
 
 BASE: dict[str, Any] = {
@@ -20,7 +20,7 @@ def with_consumers(**kw: Any) -> dict[str, Any]:
 
 
 def test_defaults_and_other_sections_ignored() -> None:
-    s = settings_from_mapping(BASE)
+    s = parse_config(BASE)
     c = s.consumers
     assert (c.group, c.topics, c.dlq_topic, c.unrouted) == (
         "webhook-consumers",
@@ -38,8 +38,8 @@ def test_shared_file_with_interpolation(tmp_path: Path) -> None:
         "consumers:\n  group: ${GROUP:-g1}\n  sinks: {f: {type: file, path: ./x}}\n"
         "  routes: [{name: all, sinks: [f]}]\nsources: [{name: s}]\n"
     )
-    assert load_settings(path, env={}).consumers.group == "g1"
-    assert load_settings(path, env={"GROUP": "g2"}).consumers.group == "g2"
+    assert load_config(path, env={}).consumers.group == "g1"
+    assert load_config(path, env={"GROUP": "g2"}).consumers.group == "g2"
 
 
 @pytest.mark.parametrize(
@@ -91,7 +91,7 @@ def test_shared_file_with_interpolation(tmp_path: Path) -> None:
 )
 def test_errors_name_the_key_path(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        settings_from_mapping(data)
+        parse_config(data)
     assert message in str(info.value)
 
 
@@ -100,13 +100,13 @@ def test_secret_in_redis_url_is_not_printed() -> None:
         dedup={"store": "redis", "redis_url": "redis://:hunter2pw@h/0", "ttl_seconds": -1}
     )
     with pytest.raises(ConfigError) as info:
-        settings_from_mapping(data)
+        parse_config(data)
     assert "ttl_seconds" in str(info.value)
     assert "hunter2pw" not in str(info.value)
 
 
 def test_redis_url_is_kept_secret() -> None:
-    s = settings_from_mapping(
+    s = parse_config(
         with_consumers(dedup={"store": "redis", "redis_url": "redis://:hunter2pw@h/0"})
     )
     assert s.consumers.dedup.redis_url is not None
@@ -122,7 +122,7 @@ def test_gateway_sections_are_not_interpolated(tmp_path: Path) -> None:
         "consumers:\n  sinks: {f: {type: file, path: '${OUT:-x}'}}\n"
         "  routes: [{name: all, sinks: [f]}]\n"
     )
-    assert load_settings(path, env={}).consumers.sinks["f"]["path"] == "x"
+    assert load_config(path, env={}).consumers.sinks["f"]["path"] == "x"
     path.write_text("consumers:\n  group: ${NEEDED}\n  sinks: {f: {type: file}}\n")
     with pytest.raises(ConfigError, match=r"consumers.group: \$\{NEEDED\} is not set"):
-        load_settings(path, env={})
+        load_config(path, env={})

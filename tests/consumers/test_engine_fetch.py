@@ -8,7 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from consumers.config import ConsumersConfig
+from consumers.config import ConsumersSection
 from consumers.engine import Engine
 from consumers.metrics import ConsumerMetrics
 from tests.consumers.fakes import (
@@ -28,7 +28,7 @@ TP0 = TopicPartition("raw", 0)
 def _engine(
     sink: FakeSink, consumer: FakeConsumer, max_in_flight: int
 ) -> tuple[Engine, ConsumerMetrics]:
-    config = ConsumersConfig.model_validate(
+    config = ConsumersSection.model_validate(
         {
             "sinks": {sink.name: {"type": "fake"}},
             "routes": [{"name": "all", "sinks": [sink.name]}],

@@ -3,7 +3,7 @@ scheduler that runs the processor in ``run``."""
 
 from __future__ import annotations
 
-from consumers.config import ConsumersConfig
+from consumers.config import ConsumersSection
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import Processor
 from consumers.record import WorkItem, make_item
@@ -15,7 +15,7 @@ from tests.consumers.fakes import FakeProducer, FakeSink, deliverer, fresh_regis
 def _pipeline(
     sinks: dict[str, FakeSink], **cfg: object
 ) -> tuple[Scheduler[WorkItem], FakeProducer, ConsumerMetrics]:
-    config = ConsumersConfig.model_validate(
+    config = ConsumersSection.model_validate(
         {
             "sinks": {n: {"type": "fake"} for n in sinks},
             "routes": [{"name": "all", "sinks": list(sinks)}],

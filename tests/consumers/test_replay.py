@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from consumers.config import Settings
+from consumers.config import ConsumerConfig
 from consumers.dedup import MemoryDedupStore
 from consumers.delivery import Outcome
 from consumers.dlq import REASON_CONTRACT, REASON_UNROUTED
@@ -52,7 +52,7 @@ class _Replay:
         **options: bool,
     ) -> None:
         sinks = list(sinks)
-        self.settings = Settings.model_validate(
+        self.settings = ConsumerConfig.model_validate(
             {
                 "consumers": {
                     "topics": ["raw"],

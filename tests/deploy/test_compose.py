@@ -106,7 +106,7 @@ def test_every_variable_the_config_needs_is_set() -> None:
     # ...and the config validates with those values (compose interpolates the secret).
     env = {k: str(v) for k, v in gw_env.items()}
     env["CRYSTALLIZE_SIGNATURE_SECRET"] = "x" * 32
-    cfg = gwconfig.load(QUICKSTART, env)
+    cfg = gwconfig.load_config(QUICKSTART, env)
     assert cfg.kafka.bootstrap_servers == gw_env["KAFKA_BOOTSTRAP_SERVERS"]
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from consumers.config import load_settings
+from consumers.config import load_config
 from gateway import config as gwconfig
 from gateway.app import IngressState
 from gateway.server import create_admin_app
@@ -163,12 +163,12 @@ def test_each_configmap_is_accepted_by_its_process(tmp_path: Path) -> None:
     gw_file = tmp_path / "gateway.yaml"
     gw_file.write_text(one(objs, "ConfigMap", "-gateway")["data"]["config.yaml"])
     gw_env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "CRYSTALLIZE_SIGNATURE_SECRET": "s" * 32}
-    cfg = gwconfig.load(gw_file, gw_env)
+    cfg = gwconfig.load_config(gw_file, gw_env)
     assert [s.name for s in cfg.sources] == ["crystallize"]
     c_file = tmp_path / "consumers.yaml"
     c_file.write_text(one(objs, "ConfigMap", "-consumers")["data"]["config.yaml"])
     # The consumers' config loads without the signing secret in the environment.
-    settings = load_settings(c_file, {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
+    settings = load_config(c_file, {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
     assert settings.consumers.topics == ["webhooks.raw"]
     assert "sources" not in yaml.safe_load(c_file.read_text())
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from consumers.config import Settings
+from consumers.config import ConsumerConfig
 from consumers.sinks import ENTRY_POINT_GROUP as SINK_GROUP
-from gateway.config import IngressConfig
+from gateway.config import GatewayConfig
 from gateway.verifiers import ENTRY_POINT_GROUP as VERIFIER_GROUP
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -60,7 +60,7 @@ def missing(paths: list[str], doc: str) -> list[str]:
 
 def test_every_shared_config_key_is_in_the_reference() -> None:
     doc = (DOCS / "configuration.md").read_text()
-    paths = key_paths(IngressConfig) + key_paths(Settings)
+    paths = key_paths(GatewayConfig) + key_paths(ConsumerConfig)
     assert missing(paths, doc) == []
 
 
@@ -81,7 +81,7 @@ def test_every_builtin_plugin_option_is_documented(group: str, doc_name: str) ->
 
 
 def test_walker_finds_nested_keys() -> None:
-    paths = key_paths(IngressConfig)
+    paths = key_paths(GatewayConfig)
     assert "gateway.producer.ack_timeout_seconds" in paths
     assert "sources[].verifier.type" in paths
     assert "sources[].key.pointers" in paths

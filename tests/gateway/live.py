@@ -31,7 +31,7 @@ PATH = "/webhooks/crystallize"
 
 class LiveServer:
     def __init__(self, gateway: dict[str, Any], source: dict[str, Any]) -> None:
-        cfg = gwconfig.parse(
+        cfg = gwconfig.parse_config(
             {
                 "gateway": gateway,
                 "sources": [

@@ -127,8 +127,8 @@ class FakeProducer:
 
 def config(
     sources: list[dict[str, Any]], gateway: dict[str, Any] | None = None
-) -> gwconfig.IngressConfig:
-    return gwconfig.parse({"sources": sources, "gateway": gateway or {}})
+) -> gwconfig.GatewayConfig:
+    return gwconfig.parse_config({"sources": sources, "gateway": gateway or {}})
 
 
 def build(

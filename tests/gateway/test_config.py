@@ -30,14 +30,14 @@ def source(**overrides: Any) -> dict[str, Any]:
 
 def parse_error(data: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as info:
-        gwconfig.parse(data)
+        gwconfig.parse_config(data)
     message = str(info.value)
     assert SECRET not in message
     return message
 
 
 def build_error(data: dict[str, Any], registry: VerifierRegistry | None = None) -> str:
-    cfg = gwconfig.parse(data)
+    cfg = gwconfig.parse_config(data)
     with pytest.raises(ConfigError) as info:
         build_sources(cfg, registry or VerifierRegistry(TEST_VERIFIERS))
     message = str(info.value)
@@ -46,7 +46,7 @@ def build_error(data: dict[str, Any], registry: VerifierRegistry | None = None) 
 
 
 def test_defaults_resolve_per_provider() -> None:
-    cfg = gwconfig.parse(
+    cfg = gwconfig.parse_config(
         {
             "sources": [
                 source(),
@@ -75,7 +75,7 @@ def test_defaults_resolve_per_provider() -> None:
 
 
 def test_secret_is_secretstr_and_not_in_repr() -> None:
-    cfg = gwconfig.parse({"sources": [source()]})
+    cfg = gwconfig.parse_config({"sources": [source()]})
     assert SECRET not in repr(cfg)
     assert cfg.sources[0].secrets[0].get_secret_value() == SECRET
 
@@ -208,14 +208,14 @@ def test_load_file_interpolates_and_names_file(tmp_path: Path) -> None:
         "    secrets: ['${SECRET_X}']\n    body_limit: -1\n"
     )
     with pytest.raises(ConfigError) as info:
-        gwconfig.load(path, env={"SECRET_X": SECRET})
+        gwconfig.load_config(path, env={"SECRET_X": SECRET})
     assert str(path) in str(info.value)
     assert "sources[0].body_limit: got -1" in str(info.value)
     assert SECRET not in str(info.value)
 
 
 def test_quickstart_config_is_valid() -> None:
-    cfg = gwconfig.load(
+    cfg = gwconfig.load_config(
         ROOT / "deploy/config/quickstart.yaml", env={"CRYSTALLIZE_SIGNATURE_SECRET": SECRET}
     )
     (crystallize,) = build_sources(cfg, VerifierRegistry())

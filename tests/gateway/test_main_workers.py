@@ -35,10 +35,12 @@ def test_workers_option_is_validated_by_the_parser() -> None:
 
 def test_workers_setting_defaults_to_one_and_is_bounded() -> None:
     source = {"name": "a", "verifier": {"type": "none", "insecure": True}}
-    assert gwconfig.parse({"sources": [source]}).gateway.workers == 1
-    assert gwconfig.parse({"sources": [source], "gateway": {"workers": 4}}).gateway.workers == 4
+    assert gwconfig.parse_config({"sources": [source]}).gateway.workers == 1
+    assert (
+        gwconfig.parse_config({"sources": [source], "gateway": {"workers": 4}}).gateway.workers == 4
+    )
     with pytest.raises(ConfigError, match=r"gateway\.workers: got 0: expected .*1"):
-        gwconfig.parse({"sources": [source], "gateway": {"workers": 0}})
+        gwconfig.parse_config({"sources": [source], "gateway": {"workers": 0}})
 
 
 @pytest.mark.parametrize(

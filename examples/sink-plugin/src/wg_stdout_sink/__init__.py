@@ -18,8 +18,7 @@ from typing import Any, ClassVar, Literal, TextIO
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumers.event import Event
-from consumers.sinks import SinkContext, SinkError
+from consumers.sinks import Event, SinkContext, SinkError
 
 __all__ = ["StdoutJsonConfig", "StdoutJsonSink"]
 

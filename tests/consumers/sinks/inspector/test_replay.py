@@ -17,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from consumers.config import load_settings
+from consumers.config import load_config
 from consumers.sinks import SinkError
 from consumers.sinks.inspector import InspectorConfig, InspectorSink
 from consumers.sinks.inspector.replay import (
@@ -276,7 +276,7 @@ async def test_build_fills_the_context_from_the_consumers_config(tmp_path: Path)
     }
     path = write_config(tmp_path / "c.yaml", sinks)
     for config_path, enabled in ((path, True), (None, False)):
-        rt = _build(load_settings(path), config_path=config_path)
+        rt = _build(load_config(path), config_path=config_path)
         page = rt.sinks["page"]
         assert isinstance(page, InspectorSink)
         await page.start()

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from gateway.metrics import IngressMetrics
 from gateway.producer import Record
 from gateway.spool import Journal, Spool, SpoolOpenError, list_segments, worker_dirs
-from tests.gateway.test_spool import ACK_TIMEOUT, FakeKafka, rec, settings
+from tests.gateway.spool.support import ACK_TIMEOUT, FakeKafka, rec, settings
 
 
 async def open_worker(root: Path, index: int, count: int, kafka: FakeKafka) -> Spool:
