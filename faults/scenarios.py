@@ -629,12 +629,18 @@ async def redis_outage(env: Env, profile: Profile) -> Result:
         await redis.down()
 
 
-# --- 6. Kafka stopped with the durable spool enabled (faults/spool_scenario.py) -------
+# --- 6, 7. Kafka stopped with the durable spool enabled (faults/spool_scenario.py) ----
 
 
 async def durable_spool(env: Env, profile: Profile) -> Result:
     # Imported here: that module builds on this one.
     from faults.spool_scenario import durable_spool as scenario
+
+    return await scenario(env, profile)
+
+
+async def spool_disk_full(env: Env, profile: Profile) -> Result:
+    from faults.spool_scenario import spool_disk_full as scenario
 
     return await scenario(env, profile)
 
@@ -647,4 +653,5 @@ SCENARIOS: dict[str, Callable[[Env, Profile], Awaitable[Result]]] = {
     "4": gateway_sigterm,
     "5": redis_outage,
     "6": durable_spool,
+    "7": spool_disk_full,
 }

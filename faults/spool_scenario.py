@@ -1,14 +1,21 @@
-"""Scenario 6: scenario 1 (a private Kafka stopped under load, then restarted) with the
-gateway's durable spool enabled. Every request must be answered 202, none 503; after
-the restart every acknowledged id must be in Kafka exactly once and delivered once."""
+"""Scenarios 6 and 7: scenario 1 (a private Kafka stopped under load, then restarted)
+with the gateway's durable spool enabled.
+
+6: every request must be answered 202, none 503; after the restart every acknowledged id
+must be in Kafka exactly once and delivered once.
+7: the spool sits on a filesystem far too small for the outage, so the disk fills while
+Kafka is down: the requests that could not be journaled must be 503 (never 202), and
+every 202 must still be in Kafka once and delivered once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,8 +45,35 @@ async def spool_status(gateway: Gateway) -> dict[str, Any]:
     return {}
 
 
+# Scenario 7's filesystem: two 64 KiB segments' worth, a few seconds of the load.
+SMALL_FS_BYTES = 160 * 1024
+SMALL_SEGMENT_BYTES = 64 * 1024
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: int) -> Any:
+    """A size-limited tmpfs at ``path`` (root only), unmounted afterwards."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(  # noqa: S603 (fixed arguments)
+        ["/usr/bin/mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["/usr/bin/umount", "-l", str(path)], check=False)  # noqa: S603
+
+
 async def durable_spool(env: Env, profile: Profile) -> Result:
-    name = "6 Kafka stopped, spool enabled"
+    return await _spool_scenario(env, profile, "6 Kafka stopped, spool enabled", disk_full=False)
+
+
+async def spool_disk_full(env: Env, profile: Profile) -> Result:
+    return await _spool_scenario(env, profile, "7 Kafka stopped, spool disk fills", disk_full=True)
+
+
+async def _spool_scenario(env: Env, profile: Profile, name: str, *, disk_full: bool) -> Result:
     port = kafka_port_pair(24000, 27000)  # apart from scenario 1's range
     kafka = LocalService("kafka", port, env.path("kafka-private-spool"))
     table = f"faults_{uuid.uuid4().hex[:10]}"
@@ -60,42 +94,47 @@ async def durable_spool(env: Env, profile: Profile) -> Result:
             spool_dir = env.path(f"s6-spool-{uuid.uuid4().hex[:6]}")
             cfg["gateway"]["spool"] = {
                 "enabled": True,
-                "path": str(spool_dir),
+                "path": str(spool_dir / "journal"),
                 "max_bytes": 256 * 1024 * 1024,
             }
-            async with stack(env, "s6", cfg) as s:
-                gw, _ = await s.start()
-                seconds = profile.before + profile.kafka_outage + profile.after + 40
-                load = traffic(env, gw, profile, seconds)
-                load.start()
-                await asyncio.sleep(profile.before)
-                await kafka.down()
-                load.phase("outage")
-                peak = 0
-                outage_ends = time.monotonic() + profile.kafka_outage
-                while time.monotonic() < outage_ends:
-                    peak = max(peak, int((await spool_status(gw)).get("records", 0)))
-                    await asyncio.sleep(1.0)
-                load.phase("recovery")
-                await kafka.up()
-                restarted = time.monotonic()
-                drained_after: float | None = None
-                while time.monotonic() - restarted < profile.settle:
-                    status = await spool_status(gw)
-                    if status.get("records") == 0:
-                        drained_after = time.monotonic() - restarted
-                        break
-                    peak = max(peak, int(status.get("records", 0)))
-                    await asyncio.sleep(0.5)
-                await asyncio.sleep(profile.after)
-                tally = await load.stop()
-                outage = load.during.get("outage")
+            fs: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            if disk_full:
+                cfg["gateway"]["spool"]["segment_bytes"] = SMALL_SEGMENT_BYTES
+                fs = small_filesystem(spool_dir, SMALL_FS_BYTES)
+            with fs:
+                async with stack(env, "s7" if disk_full else "s6", cfg) as s:
+                    gw, _ = await s.start()
+                    seconds = profile.before + profile.kafka_outage + profile.after + 40
+                    load = traffic(env, gw, profile, seconds)
+                    load.start()
+                    await asyncio.sleep(profile.before)
+                    await kafka.down()
+                    load.phase("outage")
+                    peak = 0
+                    outage_ends = time.monotonic() + profile.kafka_outage
+                    while time.monotonic() < outage_ends:
+                        peak = max(peak, int((await spool_status(gw)).get("records", 0)))
+                        await asyncio.sleep(1.0)
+                    load.phase("recovery")
+                    await kafka.up()
+                    restarted = time.monotonic()
+                    drained_after: float | None = None
+                    while time.monotonic() - restarted < profile.settle:
+                        status = await spool_status(gw)
+                        if status.get("records") == 0:
+                            drained_after = time.monotonic() - restarted
+                            break
+                        peak = max(peak, int(status.get("records", 0)))
+                        await asyncio.sleep(0.5)
+                    await asyncio.sleep(profile.after)
+                    tally = await load.stop()
+                    outage = load.during.get("outage")
 
-                async def rows() -> Counter[str]:
-                    return await table_ids(env.database_url, table)
+                    async def rows() -> Counter[str]:
+                        return await table_ids(env.database_url, table)
 
-                kafka_ids = await settle(s, tally, rows, profile)
-                result = reconcile(name, tally, kafka_ids, await rows(), hook.delivered)
+                    kafka_ids = await settle(s, tally, rows, profile)
+                    result = reconcile(name, tally, kafka_ids, await rows(), hook.delivered)
         if outage is not None:
             result.notes.append(outage_note(outage))
             if not outage.statuses[202]:
@@ -106,7 +145,12 @@ async def durable_spool(env: Env, profile: Profile) -> Result:
         )
         if drained_after is None:
             result.failures.append("the spool did not drain after Kafka returned")
-        if tally.unavailable or tally.other:
+        if disk_full:
+            if not tally.unavailable:
+                result.failures.append("no request was refused: the spool's disk never filled")
+            if tally.other:
+                result.failures.append(f"{tally.other} answered neither 202 nor 503")
+        elif tally.unavailable or tally.other:
             result.failures.append(
                 f"{tally.unavailable} answered 503 and {tally.other} other: expected only 202"
             )

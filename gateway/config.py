@@ -149,6 +149,10 @@ class SpoolSettings(StrictModel):
     drain_batch: int = Field(default=500, ge=1, le=100_000)
     # Pause between drain attempts while Kafka does not acknowledge.
     retry_seconds: float = Field(default=1.0, gt=0, le=300)
+    # `/readyz` turns 503 when the spool made no progress for this long although Kafka
+    # is reachable and the topics exist (a record Kafka keeps refusing): traffic goes to
+    # the gateways that can still deliver. A plain Kafka outage never counts.
+    stall_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class GatewaySection(StrictModel):

@@ -47,7 +47,7 @@ class IngressMetrics:
         self.produce_failures = m.counter(
             "produce_failures",
             "Records Kafka did not acknowledge and the gateway answered 503, by source and "
-            "reason (timeout, error, overloaded, spool_full, spool_error).",
+            "reason (timeout, error, unknown_topic, overloaded, spool_full, spool_error).",
             ["source", "reason"],
         )
         self.in_flight = m.gauge("in_flight_requests", "Webhook requests being handled now.")
@@ -89,6 +89,20 @@ class IngressMetrics:
             "Records written to the durable spool and answered 202, by source and reason "
             "(timeout, error: Kafka did not acknowledge; backlog: the spool was not empty).",
             ["source", "reason"],
+        )
+        self.spool_write_failures = m.counter(
+            "spool_write_failures",
+            "Journal writes or fsyncs that failed (their records were answered 503).",
+        )
+        self.spool_skipped_bytes = m.counter(
+            "spool_skipped_bytes",
+            "Unreadable journal bytes recovery skipped at startup (damage, not a torn "
+            "last record); the valid records around them were kept.",
+        )
+        self.spool_rejected = m.counter(
+            "spool_rejected",
+            "Spooled records Kafka refused for good while draining (e.g. too large after a "
+            "config change), moved to the journal directory's `rejected` file.",
         )
         self.spool_drained = m.counter(
             "spool_drained",

@@ -76,6 +76,25 @@ class RecordProducer(Protocol):
         ...
 
 
+KAFKA_UNREACHABLE = "Kafka unreachable"
+
+
+def is_outage(reason: str) -> bool:
+    """``reason`` (from :meth:`RecordProducer.readiness`) says only that Kafka cannot be
+    reached: what the durable spool is for. Missing topics are not an outage."""
+    return reason.startswith(KAFKA_UNREACHABLE)
+
+
+def _unknown_topic(topic: str) -> ProduceError:
+    # Not retriable: journaling it would 202 a record that no drain can deliver until
+    # someone creates the topic, and hold every later spooled record behind it.
+    return ProduceError(
+        "unknown_topic",
+        f"topic {topic!r} does not exist in Kafka (run `python -m gateway topics create`)",
+        retriable=False,
+    )
+
+
 def _refused(exc: KafkaError) -> ProduceError:
     return ProduceError(
         "error",
@@ -161,13 +180,23 @@ class KafkaProducer:
         except asyncio.CancelledError:
             if not timer.caused():
                 raise
+            if delivery is None and self._unknown(topic):
+                raise _unknown_topic(topic) from None
             raise ProduceError(
                 "timeout", f"Kafka did not acknowledge within {deadline:g} s", pending=delivery
             ) from None
         except KafkaError as exc:
+            if self._unknown(topic):
+                raise _unknown_topic(topic) from exc
             raise _refused(exc) from exc
         finally:
             timer.cancel()
+
+    def _unknown(self, topic: str) -> bool:
+        """Kafka answered metadata and the topic is not in it. A broker that cannot be
+        reached leaves the last metadata in place, so an outage never looks like this."""
+        producer = self._producer
+        return producer is not None and topic not in producer.client.cluster.topics()
 
     async def enqueue(self, record: Record) -> asyncio.Future[Any]:
         """Hand ``record`` to the producer without waiting for Kafka; the future
@@ -198,7 +227,7 @@ class KafkaProducer:
                 missing = await self.missing_topics()
             reason = f"topics missing: {', '.join(missing)}" if missing else None
         except (TimeoutError, KafkaError) as exc:
-            reason = f"Kafka unreachable: {type(exc).__name__}"
+            reason = f"{KAFKA_UNREACHABLE}: {type(exc).__name__}"
         if self._producer is None:
             reason = "producer not started"
         self._ready_cache = (now, reason)

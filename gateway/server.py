@@ -36,7 +36,7 @@ from gateway.app import Ingress, IngressState, create_app
 from gateway.config import GatewayConfig, GatewaySection, HttpLimits
 from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
-from gateway.producer import KafkaProducer, RecordProducer
+from gateway.producer import KafkaProducer, RecordProducer, is_outage
 from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
 from webhook_common.admin import Probe, admin_app
@@ -70,8 +70,14 @@ def create_admin_app(
 
     async def not_ready_reason() -> str | None:
         reason = "shutting down" if state.shutting_down else await producer.readiness()
-        if reason and spool is not None and not state.shutting_down and not spool.broken:
-            reason = None  # Kafka down is what the spool is for: keep accepting
+        if spool is not None and not state.shutting_down:
+            if reason and is_outage(reason) and not spool.broken:
+                reason = None  # Kafka down is what the spool is for: keep accepting
+            elif reason is None and spool.stalled_for() > spool.stall_seconds:
+                reason = (
+                    f"the spool made no progress for {spool.stalled_for():.0f} s although "
+                    f"Kafka is reachable: {spool.last_error or 'no acknowledgement'}"
+                )
         ready_gauge.set(0 if reason else 1)
         return reason
 

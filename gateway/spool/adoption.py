@@ -97,6 +97,7 @@ def adopt_journal(
         recovery.records + moved,
         recovery.bytes + nbytes,
         recovery.truncated_bytes + found.truncated_bytes,
+        recovery.skipped_bytes + found.skipped_bytes,
     )
 
 

@@ -62,6 +62,14 @@ def _delivered(future: asyncio.Future[Any]) -> bool:
     return future.done() and not future.cancelled() and future.exception() is None
 
 
+def _refused_for_good(future: asyncio.Future[Any]) -> bool:
+    """Kafka (or the producer) refused the record with an error that no retry fixes."""
+    if not future.done() or future.cancelled():
+        return False
+    exc = future.exception()
+    return exc is not None and getattr(exc, "retriable", True) is False
+
+
 @dataclass(slots=True)
 class _Append:
     frame: bytes
@@ -93,6 +101,8 @@ class Spool:
         self._bytes = recovery.bytes
         self.recovered_records = recovery.records
         self.truncated_bytes = recovery.truncated_bytes
+        self.skipped_bytes = recovery.skipped_bytes
+        metrics.spool_skipped_bytes.inc(recovery.skipped_bytes)
         self._queue: list[_Append] = []
         # Records whose first copy the producer may still deliver: decided before resending.
         self._in_doubt: dict[Position, asyncio.Future[Any]] = {}
@@ -103,6 +113,7 @@ class Spool:
         self._broken: str | None = None
         self._closed = False
         self.last_error: str | None = None
+        self._progress_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._gauges()
 
@@ -136,6 +147,15 @@ class Spool:
         return self._records
 
     @property
+    def stall_seconds(self) -> float:
+        return self._settings.stall_seconds
+
+    def stalled_for(self) -> float:
+        """Seconds since the spool last drained a record while it holds some (0 when
+        empty): how long the head has been refused or unacknowledged."""
+        return time.monotonic() - self._progress_at if self._records else 0.0
+
+    @property
     def broken(self) -> bool:
         """True after a journal write failed: spooling is off until restart."""
         return self._broken is not None
@@ -156,6 +176,8 @@ class Spool:
             info["error"] = self._broken
         elif self._records and self.last_error:
             info["last_drain_error"] = self.last_error
+        if self._records:
+            info["stalled_seconds"] = round(self.stalled_for(), 1)
         return info
 
     def _gauges(self) -> None:
@@ -219,6 +241,8 @@ class Spool:
                 f"Kafka did not acknowledge and the spool is full "
                 f"({self._bytes} of {self._settings.max_bytes} bytes)"
             )
+        if not self._records:
+            self._progress_at = time.monotonic()
         self._bytes += len(frame)
         self._records += 1
         self._gauges()
@@ -241,7 +265,7 @@ class Spool:
                         self._journal.append_many, [a.frame for a in batch]
                     )
                 except Exception as exc:
-                    self._fail(batch, exc)
+                    await self._fail(batch, exc)
                     continue
                 self._metrics.spool_fsync_duration.observe(time.perf_counter() - started)
                 self._end = end
@@ -254,16 +278,31 @@ class Spool:
             if self._stop.is_set():
                 return
 
-    def _fail(self, batch: list[_Append], exc: Exception) -> None:
-        # The file may now hold part of this batch: stop writing to it. Recovery at the
-        # next start cuts whatever is torn; frames that did land are drained then.
+    async def _fail(self, batch: list[_Append], exc: Exception) -> None:
+        """A write or fsync failed: the file may now hold part of ``batch``. Answer the
+        batch 503 and accept nothing more until the journal is cut back to its last good
+        end; records queued meanwhile are written after that end, never behind a torn
+        frame. When the cut fails, spooling stays off until restart."""
         self._broken = f"spool journal write failed: {type(exc).__name__}: {exc}"
-        log.error("%s; spooling is off until restart", self._broken)
-        for item in batch:
+        self._metrics.spool_write_failures.inc()
+        self._release_failed(batch, self._broken)
+        try:
+            await asyncio.to_thread(self._journal.repair, self._end)
+        except OSError as repair_exc:
+            self._broken += f"; cannot cut the journal back: {repair_exc}"
+            log.error("%s; spooling is off until restart", self._broken)
+            queued, self._queue = self._queue, []
+            self._release_failed(queued, self._broken)
+            return
+        log.error("%s; the journal was cut back to its last good record", self._broken)
+        self._broken = None
+
+    def _release_failed(self, items: list[_Append], reason: str) -> None:
+        for item in items:
             self._bytes -= len(item.frame)
             self._records -= 1
             if not item.done.done():
-                item.done.set_exception(SpoolWriteError(self._broken))
+                item.done.set_exception(SpoolWriteError(reason))
         self._gauges()
 
     # draining
@@ -286,7 +325,9 @@ class Spool:
             if not entries:
                 self._read = resume
                 continue
-            acked, futures = await self._send(entries)
+            acked, futures, rejected = await self._send(entries)
+            if rejected and not await self._reject(rejected):
+                acked = entries.index(rejected[0])
             if acked:
                 self._release(entries[:acked], resume if acked == len(entries) else None)
                 await self._checkpoint()
@@ -295,9 +336,12 @@ class Spool:
                     self._in_doubt[entry.position] = future
                 await self._pause()
 
-    async def _send(self, entries: list[Entry]) -> tuple[int, list[asyncio.Future[Any]]]:
-        """Hand ``entries`` to the producer in order; how many leading ones Kafka
-        acknowledged within the deadline, and the futures of those handed over."""
+    async def _send(
+        self, entries: list[Entry]
+    ) -> tuple[int, list[asyncio.Future[Any]], list[Entry]]:
+        """Hand ``entries`` to the producer in order. Returns how many leading ones are
+        finished (acknowledged, or refused for good), the futures of those handed over,
+        and the refused-for-good ones among the finished."""
         futures: list[asyncio.Future[Any]] = []
         try:
             async with asyncio.timeout(self._ack_timeout):
@@ -311,7 +355,14 @@ class Spool:
                         if _delivered(prior):
                             futures.append(prior)
                             continue
-                    futures.append(await self._enqueue(entry.record))
+                    try:
+                        futures.append(await self._enqueue(entry.record))
+                    except ProduceError as exc:
+                        if exc.retriable:
+                            raise
+                        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                        refused.set_exception(exc)
+                        futures.append(refused)
                 waiting = [f for f in futures if not f.done()]
                 if waiting:
                     await asyncio.wait(waiting)
@@ -319,20 +370,42 @@ class Spool:
             self.last_error = f"Kafka did not acknowledge within {self._ack_timeout:g} s"
         except ProduceError as exc:
             self.last_error = str(exc)
-        acked = 0
-        for future in futures:
-            if not _delivered(future):
+        finished = 0
+        rejected: list[Entry] = []
+        for entry, future in zip(entries, futures, strict=False):
+            if _refused_for_good(future):
+                rejected.append(entry)
+            elif not _delivered(future):
                 if future.done() and not future.cancelled():
                     self.last_error = f"Kafka refused: {type(future.exception()).__name__}"
                 break
-            acked += 1
-        return acked, futures
+            finished += 1
+        return finished, futures, rejected
+
+    async def _reject(self, rejected: list[Entry]) -> bool:
+        """Keep records Kafka will never take in the ``rejected`` file (durably) so they
+        do not hold every later record; False when that file cannot be written."""
+        try:
+            await asyncio.to_thread(self._journal.reject, [e.record for e in rejected])
+        except OSError as exc:
+            self.last_error = f"cannot write the rejected file: {exc}"
+            log.error("spool: %s", self.last_error)
+            return False
+        for entry in rejected:
+            log.error(
+                "spool: Kafka refused a spooled record for good; kept in %s",
+                self._journal.rejected_path,
+                extra={"topic": entry.record.topic, "spool_position": str(entry.position)},
+            )
+        self._metrics.spool_rejected.inc(len(rejected))
+        return True
 
     def _release(self, done: list[Entry], resume: Position | None) -> None:
         for entry in done:
             self._in_doubt.pop(entry.position, None)
             self._bytes -= entry.size
         self._records -= len(done)
+        self._progress_at = time.monotonic()
         self._read = resume if resume is not None else done[-1].next
         self._metrics.spool_drained.inc(len(done))
         self._gauges()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
+import re
 import struct
 import zlib
 from collections.abc import Sequence
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.producer import Record
-from gateway.spool.codec import FRAME, decode
+from gateway.spool.codec import FRAME, decode, encode
 from webhook_common.errors import WebhookGatewayError
 
 log = logging.getLogger("gateway.spool")
@@ -57,7 +59,10 @@ class Recovery:
     end: Position
     records: int
     bytes: int
+    # A torn last record cut off (what a crash mid-append leaves; nothing acknowledged).
     truncated_bytes: int
+    # Unreadable bytes skipped elsewhere (damage); the valid frames around them are kept.
+    skipped_bytes: int = 0
 
 
 def fsync_dir(directory: Path) -> None:
@@ -68,31 +73,108 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _scan(path: Path, start: int) -> tuple[int, int, int, int]:
-    """(records, bytes, valid end, file size) of the frames from ``start``."""
-    size = path.stat().st_size
+# Where a frame may start when resynchronising after unreadable bytes: a frame header,
+# then a topic length below 250 (Kafka's limit) and a first topic character. Only a
+# cheap filter; the CRC and a full decode decide.
+_CANDIDATE = re.compile(rb"(?=[\x00-\xff]{8}\x00[\x01-\xf9][A-Za-z0-9._-])", re.DOTALL)
+# u16 topic length + one byte of topic + u32 key length + u32 value length + u16 count.
+_MIN_PAYLOAD = 13
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """The frames of one segment from a start offset: ``runs`` of valid frames and the
+    unreadable ``gaps`` between or after them, as ``(start, end)`` byte ranges."""
+
+    size: int
+    records: int
+    bytes: int
+    runs: list[tuple[int, int]]
+    gaps: list[tuple[int, int]]
+
+    @property
+    def valid_end(self) -> int:
+        """The end of the readable prefix (where the first gap starts)."""
+        return self.gaps[0][0] if self.gaps else self.size
+
+    @property
+    def torn_tail_only(self) -> bool:
+        """One gap, running to the end of the file: what a crash mid-append leaves."""
+        return len(self.gaps) == 1 and self.gaps[0][1] == self.size
+
+
+def _frame_at(data: bytes | mmap.mmap, at: int, size: int) -> int:
+    """The size of the valid frame starting at ``at``, or 0."""
+    if at + FRAME.size > size:
+        return 0
+    length: int
+    crc: int
+    length, crc = FRAME.unpack_from(data, at)
+    end = at + FRAME.size + length
+    if length < _MIN_PAYLOAD or end > size:
+        return 0
+    payload = data[at + FRAME.size : end]
+    if zlib.crc32(payload) != crc:
+        return 0
+    try:
+        decode(payload)
+    except (ValueError, UnicodeDecodeError):
+        return 0
+    return FRAME.size + length
+
+
+def _scan_bytes(data: bytes | mmap.mmap, start: int, size: int) -> Scan:
+    runs: list[tuple[int, int]] = []
+    gaps: list[tuple[int, int]] = []
     records = nbytes = 0
     at = min(start, size)
-    with path.open("rb") as f:
-        f.seek(at)
-        while True:
-            head = f.read(FRAME.size)
-            if len(head) < FRAME.size:
-                break
-            length, crc = FRAME.unpack(head)
-            if at + FRAME.size + length > size:
-                break
-            payload = f.read(length)
-            if zlib.crc32(payload) != crc:
-                break
-            try:
-                decode(payload)
-            except (ValueError, UnicodeDecodeError):
-                break
-            at += FRAME.size + length
+    run_start = at
+    while at < size:
+        n = _frame_at(data, at, size)
+        if n:
+            at += n
             records += 1
-            nbytes += FRAME.size + length
-    return records, nbytes, at, size
+            nbytes += n
+            continue
+        if at > run_start:
+            runs.append((run_start, at))
+        # Resynchronise: the next offset where a whole valid frame starts.
+        nxt = size
+        for match in _CANDIDATE.finditer(data, at + 1):
+            if _frame_at(data, match.start(), size):
+                nxt = match.start()
+                break
+        gaps.append((at, nxt))
+        at = run_start = nxt
+    if at > run_start:
+        runs.append((run_start, at))
+    return Scan(size, records, nbytes, runs, gaps)
+
+
+def _scan(path: Path, start: int) -> Scan:
+    """Every valid frame of the segment at ``path`` from ``start``, skipping unreadable
+    bytes: a bad frame never hides the valid ones after it."""
+    with path.open("rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= start:
+            return Scan(size, 0, 0, [], [])
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _scan_bytes(data, start, size)
+
+
+def _rewrite_without_gaps(path: Path, scan: Scan, start: int) -> None:
+    """Replace the segment by its bytes before ``start`` (drained frames, so the
+    checkpoint's offset stays valid) and its valid frames after, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with path.open("rb") as src, tmp.open("wb") as dst:
+        with mmap.mmap(src.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            dst.write(data[:start])
+            for a, b in scan.runs:
+                dst.write(data[a:b])
+        dst.flush()
+        os.fsync(dst.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 class Journal:
@@ -164,7 +246,7 @@ class Journal:
             read = checkpoint
         else:
             read = Position(segments[0], HEADER_SIZE)
-        records = nbytes = truncated = 0
+        records = nbytes = truncated = skipped = 0
         end = read
         for n in segments:
             path = segment_path(directory, n)
@@ -176,29 +258,39 @@ class Journal:
                 else:
                     raise SpoolOpenError(f"{str(path)!r} is not a spool journal segment")
             start = read.offset if n == read.segment else HEADER_SIZE
-            count, size_ok, valid_end, size = _scan(path, start)
-            if n == read.segment and read.offset > valid_end:
-                read = Position(n, valid_end)
-            if valid_end < size:
-                cut = size - valid_end
-                truncated += cut
-                if n == segments[-1]:
-                    log.warning("spool: cut a torn last record (%d bytes) off %s", cut, path)
-                else:
-                    log.error(
-                        "spool: %s is corrupt at offset %d; %d bytes after it are lost",
-                        path,
-                        valid_end,
-                        cut,
-                    )
+            scan = _scan(path, start)
+            if n == read.segment and read.offset > scan.size:
+                read = Position(n, scan.size)
+            length = scan.size
+            if scan.torn_tail_only and n == segments[-1]:
+                length = scan.valid_end
+                truncated += scan.size - length
+                log.warning(
+                    "spool: cut a torn last record (%d bytes) off %s", scan.size - length, path
+                )
                 with path.open("r+b") as f:
-                    f.truncate(valid_end)
+                    f.truncate(length)
                     os.fsync(f.fileno())
-            records += count
-            nbytes += size_ok
-            end = Position(n, valid_end)
+            elif scan.gaps:
+                lost = sum(b - a for a, b in scan.gaps)
+                skipped += lost
+                log.error(
+                    "spool: %s has %d unreadable region(s) from offset %d, %d bytes in all: "
+                    "skipped, and the %d valid record(s) around them kept",
+                    path,
+                    len(scan.gaps),
+                    scan.gaps[0][0],
+                    lost,
+                    scan.records,
+                    extra={"spool_skipped_bytes": lost},
+                )
+                _rewrite_without_gaps(path, scan, start)
+                length = scan.size - lost
+            records += scan.records
+            nbytes += scan.bytes
+            end = Position(n, length)
         journal = cls(directory, segment_bytes, fsync, lock_fd, segments[-1])
-        return journal, Recovery(read, end, records, nbytes, truncated)
+        return journal, Recovery(read, end, records, nbytes, truncated, skipped)
 
     # appending (the committer thread)
 
@@ -218,6 +310,44 @@ class Journal:
         if self.fsync:
             os.fsync(self._fd)
         return positions, Position(self.segment, self.offset)
+
+    def repair(self, end: Position) -> None:
+        """Cut the journal back to ``end``, the end of the last append that succeeded,
+        after a failed one: whatever the failure left (a torn frame, a new segment) goes,
+        so nothing written later can sit behind a bad frame. Raises ``OSError`` when the
+        files cannot be put back (the spool then stays off)."""
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1
+        for n in self.segments():
+            if n > end.segment:
+                self.path(n).unlink()
+        fd = os.open(self.path(end.segment), os.O_WRONLY | os.O_APPEND)
+        try:
+            os.ftruncate(fd, end.offset)
+            os.fsync(fd)
+            fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self.segment = end.segment
+        self.offset = end.offset
+
+    @property
+    def rejected_path(self) -> Path:
+        return self.directory / "rejected"
+
+    def reject(self, records: Sequence[Record]) -> None:
+        """Append ``records`` (journal frames) to the ``rejected`` file and fsync."""
+        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            data = memoryview(b"".join(encode(r) for r in records))
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def sync(self) -> None:
         os.fsync(self._fd)

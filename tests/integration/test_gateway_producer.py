@@ -67,9 +67,10 @@ async def test_a_missed_deadline_leaves_the_record_to_kafka(
     assert [r.value for r in records] == [b"late", b"next"]
 
 
-async def test_a_topic_kafka_does_not_know_times_out_at_the_deadline(
+async def test_a_topic_kafka_does_not_know_is_refused_not_retriable_at_the_deadline(
     kafka_bootstrap: str,
 ) -> None:
+    """Never journaled by the spool: no drain could deliver it."""
     missing = f"missing.{uuid.uuid4().hex[:12]}"
     p = producer(kafka_bootstrap, [missing])
     await p.start()
@@ -83,8 +84,9 @@ async def test_a_topic_kafka_does_not_know_times_out_at_the_deadline(
         elapsed = loop.time() - started
     finally:
         await p.stop()
-    assert caught.value.reason == "timeout"
-    assert caught.value.pending is None
+    assert caught.value.reason == "unknown_topic"
+    assert not caught.value.retriable
+    assert missing in str(caught.value)
     assert 0.5 <= elapsed < 2.0
 
 

@@ -101,6 +101,67 @@ async def test_torn_last_record_is_cut_and_the_rest_drained(
     assert kafka.written == [rec(n) for n in range(5)]
 
 
+@pytest.mark.parametrize("where", ["header", "payload", "torn-in-the-middle"])
+async def test_a_bad_frame_between_good_ones_is_skipped_and_the_rest_kept(
+    tmp_path: Path, registry: CollectorRegistry, where: str
+) -> None:
+    spool = await open_spool(tmp_path, FakeKafka(up=False), registry)
+    for n in range(3):
+        await spool.append(rec(n), source="s", reason="timeout")
+    await spool.stop(drain_within=0)
+    (segment,) = list_segments(tmp_path)
+    path = segment_path(tmp_path, segment)
+    frame = encode(rec(3))
+    if where == "header":
+        bad = bytes([frame[0] ^ 0x7F]) + frame[1:]
+    elif where == "payload":
+        bad = frame[:20] + bytes([frame[20] ^ 0xFF]) + frame[21:]
+    else:  # what a failed append leaves when later ones are written behind it
+        bad = frame[: len(frame) // 2]
+    later = [encode(rec(n)) for n in range(4, 7)]
+    with path.open("ab") as f:
+        f.write(bad + b"".join(later))
+
+    kafka = FakeKafka()
+    registry2 = CollectorRegistry()
+    spool = await open_spool(tmp_path, kafka, registry2)
+    try:
+        assert spool.skipped_bytes == len(bad)
+        assert spool.truncated_bytes == 0
+        assert spool.recovered_records == 6
+        assert metric(registry2, "webhookgw_ingress_spool_skipped_bytes_total") == len(bad)
+        assert await spool.wait_drained(5)
+    finally:
+        await spool.stop()
+    assert kafka.written == [rec(n) for n in (0, 1, 2, 4, 5, 6)]
+
+
+async def test_skipping_keeps_the_checkpoint_valid(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """Bytes before the checkpoint stay where they are, so its offset still points at a
+    frame boundary after the damaged segment is rewritten."""
+    kafka = FakeKafka()
+    spool = await open_spool(tmp_path, kafka, registry)
+    for n in range(3):
+        await spool.append(rec(n), source="s", reason="timeout")
+    assert await spool.wait_drained(5)
+    await spool.stop()
+    (segment,) = list_segments(tmp_path)
+    path = segment_path(tmp_path, segment)
+    with path.open("ab") as f:
+        f.write(encode(rec(3))[:9] + encode(rec(4)))
+
+    kafka = FakeKafka()
+    spool = await open_spool(tmp_path, kafka, CollectorRegistry())
+    try:
+        assert spool.recovered_records == 1
+        assert await spool.wait_drained(5)
+    finally:
+        await spool.stop()
+    assert kafka.written == [rec(4)]
+
+
 async def test_restart_resumes_after_the_checkpoint(
     tmp_path: Path, registry: CollectorRegistry
 ) -> None:

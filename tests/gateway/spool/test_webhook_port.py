@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -163,6 +164,56 @@ async def test_readyz_stays_ready_with_the_backlog_while_kafka_is_down(
         assert r.json()["kafka"] == "Kafka unreachable: KafkaConnectionError"
         gw.ingress.state.shutting_down = True
         assert (await c.get("/readyz")).status_code == 503
+
+
+async def test_readyz_is_503_when_topics_are_missing_even_with_a_spool(
+    gateway: tuple[Gateway, FakeProducer, FakeKafka],
+) -> None:
+    """Missing topics are not an outage the spool can bridge: no drain could deliver."""
+    gw, producer, _ = gateway
+    producer.ready = "topics missing: webhooks.raw"
+    admin = create_admin_app(gw.ingress.state, producer, CollectorRegistry(), gw.spool)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=admin), base_url="http://admin"
+    ) as c:
+        r = await c.get("/readyz")
+    assert r.status_code == 503
+    assert "topics missing" in r.text
+
+
+async def test_an_unknown_topic_is_503_at_once_never_spooled(tmp_path: Path) -> None:
+    async with running(tmp_path) as (gw, producer, _):
+        producer.fail = ProduceError("unknown_topic", "topic does not exist", retriable=False)
+        r = await gw.post(body(1))
+        assert r.status_code == 503
+        assert gw.spool.records == 0
+        assert (
+            metric(
+                gw.registry,
+                "webhookgw_ingress_produce_failures_total",
+                source="shop",
+                reason="unknown_topic",
+            )
+            == 1
+        )
+
+
+async def test_readyz_is_503_when_the_spool_stalls_while_kafka_is_reachable(
+    tmp_path: Path,
+) -> None:
+    async with running(tmp_path, stall_seconds=0.2) as (gw, producer, _):
+        assert (await gw.post(body(1))).status_code == 202  # spooled; FakeKafka is down
+        admin = create_admin_app(gw.ingress.state, producer, CollectorRegistry(), gw.spool)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=admin), base_url="http://admin"
+        ) as c:
+            producer.ready = "Kafka unreachable: KafkaConnectionError"
+            await asyncio.sleep(0.3)
+            assert (await c.get("/readyz")).status_code == 200  # an outage: keep accepting
+            producer.ready = None  # reachable, yet the head is not acknowledged
+            r = await c.get("/readyz")
+            assert r.status_code == 503
+            assert "no progress" in r.text
 
 
 def test_spool_is_off_by_default() -> None:
