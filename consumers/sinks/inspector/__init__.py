@@ -9,7 +9,8 @@ Replay button delivers an event again to another sink of the consumer by running
 
 Webhook bodies carry personal data, and the replay endpoint starts a process, so: the
 default bind is 127.0.0.1, requests must name an allowed ``Host`` (DNS rebinding), and
-replays need a per-process token that only the served page carries.
+replays need a per-process token that only the served page carries. Bound to any
+other address, every request must carry the configured ``access_token``.
 
 Only the partitions assigned to this consumer process reach its inspector; with
 several consumers in a group, each shows its share.
@@ -23,14 +24,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
 from consumers.sinks.inspector.buffer import EventBuffer
-from consumers.sinks.inspector.hostguard import HostAllowList
+from consumers.sinks.inspector.hostguard import HostAllowList, is_loopback
 from consumers.sinks.inspector.metrics import InspectorMetrics, inspector_metrics
 from consumers.sinks.inspector.replay import ReplayLauncher, replay_config_path, replay_targets
 from consumers.sinks.inspector.web import PageServer, build_app
@@ -57,6 +58,19 @@ class InspectorConfig(StrictModel):
     allowed_hosts: list[str] = Field(
         default_factory=list, description="extra Host names accepted (when not on loopback)"
     )
+    access_token: SecretStr | None = Field(
+        default=None,
+        description="required on every request when host is not a loopback address",
+    )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Self:
+        # Off loopback anyone who can reach the port could read every webhook body.
+        if not is_loopback(self.host) and self.access_token is None:
+            raise ValueError(f"an access_token, since host {self.host!r} is not a loopback address")
+        if self.access_token is not None and len(self.access_token.get_secret_value()) < 16:
+            raise ValueError("an access_token of at least 16 characters")
+        return self
 
 
 class InspectorSink:
@@ -89,7 +103,15 @@ class InspectorSink:
             replay_targets(self._context.sink_types),
             self.config.replay_timeout_seconds,
         )
-        app = build_app(self.name, self._buffer, self._hosts, replay, self._metrics)
+        token = self.config.access_token
+        app = build_app(
+            self.name,
+            self._buffer,
+            self._hosts,
+            replay,
+            self._metrics,
+            access_token=None if token is None else token.get_secret_value(),
+        )
         self._server.start(app)
         log.info("inspector %s: http://%s/", self.name, self._server.netloc)
 

@@ -8,6 +8,7 @@ the bound address, the loopback names and the sink's ``allowed_hosts``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -18,6 +19,16 @@ def host_name(header: str) -> str:
     if header.startswith("["):
         return header[: header.find("]") + 1]
     return header.rsplit(":", 1)[0] if ":" in header else header
+
+
+def is_loopback(host: str) -> bool:
+    """``host`` (a bind address) is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class HostAllowList:

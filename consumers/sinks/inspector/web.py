@@ -11,6 +11,11 @@ Routes (all behind the ``Host`` allow-list, errors as RFC 9457 problems):
   token in the ``x-inspector-token`` header, which a cross-site form cannot set (and no
   CORS is offered).
 
+With an ``access_token`` (required off loopback) every route also needs it: as
+``Authorization: Bearer <token>``, or the ``inspector_access`` cookie that
+``GET /?access_token=<token>`` sets (HttpOnly, SameSite=Strict) before redirecting to
+``/`` so the token leaves the address bar. Tokens are compared in constant time.
+
 The page writes event data only as text (no HTML from webhooks), under a nonce-based
 content security policy.
 """
@@ -18,6 +23,7 @@ content security policy.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import html
 import logging
 import secrets
@@ -29,7 +35,13 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Route
 
 from consumers.sinks import SinkError
@@ -45,6 +57,7 @@ from webhook_common.server import Server, bind, make_server
 log = logging.getLogger(__name__)
 
 TOKEN_HEADER = "x-inspector-token"  # noqa: S105 - a header name
+ACCESS_COOKIE = "inspector_access"
 PAGE = "page.html"
 KNOWN_PATHS = ("/", "/api/events", "/api/stream", "/api/info", "/api/replay")
 _CSP = (
@@ -68,10 +81,25 @@ def build_app(
     hosts: HostAllowList,
     replay: ReplayLauncher,
     metrics: InspectorMetrics,
+    *,
+    access_token: str | None = None,
 ) -> Starlette:
-    """The Starlette app of one inspector sink, with a replay token of its own."""
+    """The Starlette app of one inspector sink, with a replay token of its own;
+    ``access_token``: required on every request when set."""
     token = secrets.token_urlsafe(24)
     template = page_template()
+
+    def same(given: str | None, expected: str) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+    def authorized(request: Request) -> bool:
+        if access_token is None:
+            return True
+        bearer = request.headers.get("authorization", "")
+        scheme, _, value = bearer.partition(" ")
+        if scheme.lower() == "bearer" and same(value.strip(), access_token):
+            return True
+        return same(request.cookies.get(ACCESS_COOKIE), access_token)
 
     def count(request: Request, response: Response) -> Response:
         path = request.url.path if request.url.path in KNOWN_PATHS else "other"
@@ -83,6 +111,24 @@ def build_app(
             if not hosts.allows(request.headers.get("host", "")):
                 detail = "Host header not allowed (add it to allowed_hosts)"
                 return count(request, problem(403, "forbidden", detail, request.url.path))
+            if access_token is not None and request.url.path == "/":
+                given = request.query_params.get("access_token")
+                if given is not None:
+                    if not same(given, access_token):
+                        detail = "wrong access_token"
+                        return count(request, problem(401, "unauthorized", detail, "/"))
+                    redirect = RedirectResponse("/", status_code=303)
+                    redirect.set_cookie(
+                        ACCESS_COOKIE, access_token, httponly=True, samesite="strict"
+                    )
+                    return count(request, redirect)
+            if not authorized(request):
+                detail = (
+                    "missing or wrong access token (Authorization: Bearer, or open /?access_token=)"
+                )
+                response = problem(401, "unauthorized", detail, request.url.path)
+                response.headers["www-authenticate"] = 'Bearer realm="inspector"'
+                return count(request, response)
             return count(request, await handler(request))
 
         return wrapper
@@ -133,7 +179,7 @@ def build_app(
 
     async def replay_one(request: Request) -> Response:
         path = request.url.path
-        if request.headers.get(TOKEN_HEADER) != token:
+        if not same(request.headers.get(TOKEN_HEADER), token):
             return problem(
                 403, "forbidden", f"missing or wrong {TOKEN_HEADER} header: use the page", path
             )
