@@ -168,7 +168,8 @@ def test_each_configmap_is_accepted_by_its_process(tmp_path: Path) -> None:
     c_file = tmp_path / "consumers.yaml"
     c_file.write_text(one(objs, "ConfigMap", "-consumers")["data"]["config.yaml"])
     # The consumers' config loads without the signing secret in the environment.
-    settings = load_config(c_file, {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
+    c_env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "REDIS_URL": "redis://redis:6379/0"}
+    settings = load_config(c_file, c_env)
     assert settings.consumers.topics == ["webhooks.raw"]
     assert "sources" not in yaml.safe_load(c_file.read_text())
 
@@ -207,6 +208,25 @@ def test_consumer_replicas_are_bounded_by_partitions() -> None:
     )
     err = render({"consumers.replicas": "7"}, ok=False)
     assert "consumers.replicas (7) is above the 6 partition(s)" in err
+
+
+def test_defaults_keep_the_delivery_guarantees() -> None:
+    """Several consumer replicas share one dedup store; topics keep two in-sync copies."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["consumers"]["replicas"] > 1
+    assert values["config"]["consumers"]["dedup"]["store"] == "redis"
+    objs = objects()
+    c = container(one(objs, "Deployment", "-consumers"))
+    assert env(c)["REDIS_URL"] == {
+        "secretKeyRef": {"name": "webhook-consumers", "key": "redis-url"}
+    }
+    for topic in values["config"]["topics"]:
+        if topic["replication_factor"] >= 3:
+            assert int(topic["config"]["min.insync.replicas"]) >= 2, topic["name"]
+    err = render({"config.consumers.dedup.store": "memory"}, ok=False)
+    assert "consumers.replicas (3) with config.consumers.dedup.store memory" in err
+    one_replica = objects({"config.consumers.dedup.store": "memory", "consumers.replicas": "1"})
+    assert one(one_replica, "Deployment", "-consumers")["spec"]["replicas"] == 1
 
 
 def test_gateway_hpa_pdb_and_service_select_the_gateway_pods() -> None:
