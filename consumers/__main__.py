@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
+from consumers.circuit import CircuitState
 from consumers.config import ConsumerConfig, load_config
 from consumers.dedup import DedupStore, build_store
 from consumers.delivery import Deliverer
@@ -59,8 +60,11 @@ examples:
   python -m consumers replay --config prod.yaml --offsets 0:100-250 3:7-9 --sinks pg
 
 Replays pass through dedup: what a sink already received (a mark exists) is skipped,
-so a replay can be repeated safely. Progress goes to stderr; the summary to stdout.
-Exit status: 0 when everything was delivered or skipped, 1 when deliveries failed.
+so a replay can be repeated safely. --offsets must lie inside what the partition
+holds (log start to high watermark); a range outside it is refused before anything is
+delivered. Progress goes to stderr; the summary to stdout.
+Exit status: 0 when everything was delivered or skipped, 1 when deliveries failed or
+the replay could not run.
 """
 
 
@@ -162,6 +166,7 @@ def _build(settings: ConsumerConfig, config_path: Path | None = None) -> Runtime
         registry=registry,
         config_path=config_path,
         sink_types={name: str(section.get("type", "")) for name, section in sections.items()},
+        max_record_bytes=settings.consumers.max_record_bytes,
     )
     sink_types = SinkRegistry()
     sinks = build_sinks(sections, context, registry=sink_types)
@@ -200,13 +205,35 @@ async def _started(rt: Runtime, names: Sequence[str]) -> AsyncIterator[None]:
 
 
 def _producer(settings: ConsumerConfig) -> AIOKafkaProducer:
+    """The dead-letter producer: a dead letter is a consumed record plus a few headers,
+    so it must take a record as large as the consumed topics hold."""
     kwargs = settings.kafka.client_kwargs()
     kwargs["client_id"] = f"{settings.kafka.client_id}-dlq"
-    return AIOKafkaProducer(enable_idempotence=True, acks="all", **kwargs)
+    return AIOKafkaProducer(
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=settings.consumers.max_record_bytes,
+        **kwargs,
+    )
 
 
-def _retries(settings: ConsumerConfig, names: Sequence[str]) -> dict[str, SinkRetry]:
-    return {n: SinkRetry(settings.consumers.retry) for n in names}
+def _retries(
+    settings: ConsumerConfig, names: Sequence[str], metrics: ConsumerMetrics
+) -> dict[str, SinkRetry]:
+    def on_change(sink: str) -> Callable[[CircuitState], None]:
+        def changed(state: CircuitState) -> None:
+            metrics.circuit_open.labels(sink).set(0 if state is CircuitState.CLOSED else 1)
+            metrics.circuit_transitions.labels(sink, state).inc()
+            if state is CircuitState.OPEN:
+                log.warning("sink %s: circuit open, deliveries paused until a probe succeeds", sink)
+            elif state is CircuitState.CLOSED:
+                log.info("sink %s: circuit closed, deliveries resume", sink)
+
+        return changed
+
+    for n in names:
+        metrics.circuit_open.labels(n).set(0)
+    return {n: SinkRetry(settings.consumers.retry, on_circuit_change=on_change(n)) for n in names}
 
 
 # -- run -----------------------------------------------------------------------------
@@ -232,9 +259,10 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             deliverer = Deliverer(
                 rt.sinks,
                 rt.dedup,
-                _retries(settings, list(rt.sinks)),
+                _retries(settings, list(rt.sinks), rt.metrics),
                 rt.metrics,
                 DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
+                dedup_ttl=cfg.dedup.ttl_for,
             )
             engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
@@ -248,7 +276,14 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
 
             def ready() -> Probe:
                 if engine.ready:
-                    return Probe(True)
+                    # An open circuit stays ready: restarting this process would not bring
+                    # the sink back; the events wait in Kafka and an alert says why.
+                    paused = {
+                        n: r.circuit.state.value
+                        for n, r in deliverer.retries.items()
+                        if r.circuit.state is not CircuitState.CLOSED
+                    }
+                    return Probe(True, extra={"circuits": paused} if paused else {})
                 return Probe(
                     False, "starting, shutting down, or the dedup store or DLQ is unreachable"
                 )
@@ -314,7 +349,16 @@ async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
         )
     # A dry run touches no sink: they are built (config checked) but not started.
     async with _started(rt, [] if args.dry_run else names):
-        deliverer = Deliverer(rt.sinks, rt.dedup, _retries(settings, names), rt.metrics, dlq=None)
+        deliverer = Deliverer(
+            rt.sinks,
+            rt.dedup,
+            _retries(settings, names, rt.metrics),
+            rt.metrics,
+            dlq=None,
+            dedup_ttl=cfg.dedup.ttl_for,
+            # A replay reports what it could not deliver instead of waiting out an outage.
+            hold_on_outage=False,
+        )
         replayer = Replayer(
             settings,
             deliverer,

@@ -14,15 +14,33 @@ from typing import Any, Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.contract import IdOrigin
 from webhook_common.errors import ConfigError
 from webhook_common.jsonpointer import parse_pointer
 
 
+class DedupWindows(StrictModel):
+    """How long marks are kept for one source (``consumers.dedup.sources.<name>``)."""
+
+    ttl_seconds: int | None = Field(default=None, ge=1)
+    derived_ttl_seconds: int | None = Field(default=None, ge=1)
+
+
 class DedupConfig(StrictModel):
-    """Where (event id, sink) marks live and for how long."""
+    """Where (event id, sink) marks live and for how long.
+
+    ``ttl_seconds`` holds for ids the provider signs and for digests of signed content
+    (``ce_idorigin`` ``provider``/``digest``): long, so a provider retry or a replay days
+    later is still a duplicate. ``derived_ttl_seconds`` holds for ids the gateway had to
+    derive because the provider sends none (``derived``, e.g. Crystallize): two genuine
+    updates can have identical bodies, so the window only covers the provider's own
+    retries of one delivery (seconds to minutes) and then lets an identical event through.
+    """
 
     store: Literal["memory", "redis"] = "memory"
     ttl_seconds: int = Field(default=604_800, ge=1)
+    derived_ttl_seconds: int = Field(default=300, ge=1)
+    sources: dict[str, DedupWindows] = Field(default_factory=dict)
     # Bound of the memory store (least recently used marks are dropped first).
     max_entries: int = Field(default=1_000_000, ge=1)
     # May carry a password (redis://:pw@host/0), so it is never printed.
@@ -36,6 +54,17 @@ class DedupConfig(StrictModel):
         if self.store == "redis" and not self.redis_url:
             raise ValueError("redis_url to be set when store is 'redis'")
         return self
+
+    def ttl_for(self, source: str, origin: IdOrigin) -> int:
+        """Seconds a mark of an event of ``source`` with an id of ``origin`` is kept."""
+        own = self.sources.get(source)
+        if origin is IdOrigin.DERIVED:
+            if own is not None and own.derived_ttl_seconds is not None:
+                return own.derived_ttl_seconds
+            return self.derived_ttl_seconds
+        if own is not None and own.ttl_seconds is not None:
+            return own.ttl_seconds
+        return self.ttl_seconds
 
 
 class PointerMatch(StrictModel):
@@ -90,11 +119,20 @@ class RetryConfig(StrictModel):
     max_attempts: int = Field(default=8, ge=1)
     budget_ratio: float = Field(default=0.5, ge=0.0)
     budget_min_per_second: float = Field(default=5.0, gt=0.0)
+    # The sink's circuit breaker (consumers/circuit.py): this many retriable failures in
+    # a row, from any events, pause the sink's deliveries; one probe after
+    # `circuit_open_ms`, doubling per failed probe up to `circuit_max_open_ms`. While it
+    # is open events wait in Kafka and spend no attempts.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_open_ms: int = Field(default=1_000, ge=1)
+    circuit_max_open_ms: int = Field(default=30_000, ge=1)
 
     @model_validator(mode="after")
     def _order(self) -> Self:
         if self.max_ms < self.initial_ms:
             raise ValueError("max_ms to be at least initial_ms")
+        if self.circuit_max_open_ms < self.circuit_open_ms:
+            raise ValueError("circuit_max_open_ms to be at least circuit_open_ms")
         return self
 
 
@@ -110,12 +148,25 @@ class ConcurrencyConfig(StrictModel):
     max_parallel: int = Field(default=100, ge=1)
 
 
+# The largest record the gateway writes with the default sources[].body_limit (1 MiB):
+# the body plus the 64 KiB it keeps for headers and batch framing (its RECORD_OVERHEAD),
+# which is also the max.message.bytes `gateway topics create` gives its topics.
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024 + 64 * 1024
+# The gateway's largest body_limit (64 MiB) plus that overhead.
+_LARGEST_RECORD_BYTES = 64 * 1024 * 1024 + 64 * 1024
+
+
 class ConsumersSection(StrictModel):
     """The ``consumers:`` section."""
 
     group: str = Field(default="webhook-consumers", min_length=1)
     topics: list[str] = Field(default_factory=lambda: ["webhooks.raw"], min_length=1)
     dlq_topic: str = Field(default="webhooks.dlq", min_length=1)
+    # The largest record the consumers write (a dead letter, a kafka sink's record):
+    # those are records read from the consumed topics, so it must be what they hold.
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES, ge=64 * 1024, le=_LARGEST_RECORD_BYTES
+    )
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     sinks: dict[str, dict[str, Any]] = Field(min_length=1)
     routes: list[RouteConfig] = Field(default_factory=list)

@@ -40,7 +40,9 @@ class DedupUnavailable(WebhookGatewayError):
 class DedupStore(Protocol):
     async def seen(self, event_id: str, sink: str) -> bool: ...
 
-    async def mark(self, event_id: str, sink: str) -> None: ...
+    async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
+        """Remember the pair for ``ttl_seconds`` (None: the store's default)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -70,9 +72,9 @@ class MemoryDedupStore:
         self._marks.move_to_end(pair)
         return True
 
-    async def mark(self, event_id: str, sink: str) -> None:
+    async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
         pair = (event_id, sink)
-        self._marks[pair] = self._clock() + self._ttl
+        self._marks[pair] = self._clock() + (self._ttl if ttl_seconds is None else ttl_seconds)
         self._marks.move_to_end(pair)
         while len(self._marks) > self._max:
             self._marks.popitem(last=False)
@@ -128,7 +130,7 @@ class RedisDedupStore:
         self._ttl = ttl_seconds
         self._prefix = prefix
         self._checks: _Batcher[Pair, bool] = _Batcher(self._check_many, batch_size)
-        self._marks: _Batcher[Pair, None] = _Batcher(self._mark_many, batch_size)
+        self._marks: _Batcher[tuple[str, str, int], None] = _Batcher(self._mark_many, batch_size)
         # Round trips made, for tests and the batching metric.
         self.round_trips = 0
 
@@ -145,8 +147,10 @@ class RedisDedupStore:
     async def seen(self, event_id: str, sink: str) -> bool:
         return await self._checks.submit((event_id, sink))
 
-    async def mark(self, event_id: str, sink: str) -> None:
-        await self._marks.submit((event_id, sink))
+    async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
+        await self._marks.submit(
+            (event_id, sink, self._ttl if ttl_seconds is None else ttl_seconds)
+        )
 
     async def _check_many(self, pairs: list[Pair]) -> list[bool]:
         import redis.exceptions
@@ -158,18 +162,18 @@ class RedisDedupStore:
             raise DedupUnavailable(f"redis dedup check failed: {type(exc).__name__}") from exc
         return [v is not None for v in values]
 
-    async def _mark_many(self, pairs: list[Pair]) -> list[None]:
+    async def _mark_many(self, marks: list[tuple[str, str, int]]) -> list[None]:
         import redis.exceptions
 
         self.round_trips += 1
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for e, s in pairs:
-                    pipe.set(self.key(e, s), b"1", nx=True, ex=self._ttl)
+                for e, s, ttl in marks:
+                    pipe.set(self.key(e, s), b"1", nx=True, ex=ttl)
                 await pipe.execute()
         except (redis.exceptions.RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis dedup mark failed: {type(exc).__name__}") from exc
-        return [None] * len(pairs)
+        return [None] * len(marks)
 
     async def ping(self) -> bool:
         try:

@@ -3,7 +3,10 @@
 Used by the engine for live traffic and by ``replay``. Only cancellation escapes
 :meth:`Deliverer.deliver`: sink errors become retries or dead letters, and failures of
 the dedup store or the DLQ producer are waited out (with backoff) because going on
-without them would either duplicate a delivery or lose a record.
+without them would either duplicate a delivery or lose a record. A dead letter too
+large for the DLQ is the exception: it would never fit, so a reference to the original
+record is written instead (:mod:`consumers.dlq`). A ``CancelledError`` out of a sink
+while the delivery itself is not being cancelled is a failed attempt like any other.
 """
 
 from __future__ import annotations
@@ -19,13 +22,19 @@ from typing import TypeVar
 from prometheus_client import Counter, Histogram
 
 from consumers.dedup import DedupStore
-from consumers.dlq import REASON_EXHAUSTED, REASON_PERMANENT, DeadLetterWriter
+from consumers.dlq import (
+    REASON_EXHAUSTED,
+    REASON_PERMANENT,
+    REASON_TOO_LARGE,
+    DeadLetterWriter,
+    event_id,
+)
 from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
 from consumers.record import SourceRecord
 from consumers.retry import SinkRetry
-from consumers.sinks import Sink
-from webhook_common.contract import parse_time
+from consumers.sinks import Sink, SinkError
+from webhook_common.contract import IdOrigin, parse_time
 from webhook_common.errors import WebhookGatewayError
 
 log = logging.getLogger(__name__)
@@ -74,6 +83,13 @@ def _retriable(exc: BaseException) -> bool:
     return True
 
 
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (shutdown, a revoked partition), as
+    opposed to a ``CancelledError`` that a library raised on its own."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -90,6 +106,8 @@ class Deliverer:
         *,
         infra_backoff_max: float = 5.0,
         clock: Callable[[], float] = time.time,
+        dedup_ttl: Callable[[str, IdOrigin], int] | None = None,
+        hold_on_outage: bool = True,
     ) -> None:
         self.sinks = sinks
         self.dedup = dedup
@@ -98,6 +116,9 @@ class Deliverer:
         self.dlq = dlq
         self._infra_max = infra_backoff_max
         self._clock = clock
+        # (source, id origin) -> seconds a mark is kept; None: the store's own window.
+        self._ttl_for = dedup_ttl
+        self._hold = hold_on_outage
         self._rng = random.Random()
         # False while the dedup store or the DLQ cannot be reached (for /readyz).
         self.healthy = True
@@ -161,15 +182,31 @@ class Deliverer:
         if dry_run:
             return Outcome.DRY_RUN
         attempts = 0
+        circuit = retry.circuit
+        failing_since: float | None = None  # when this event's current failures began
+        ttl = self._dedup_ttl(event)
         retry.budget.deposit()
         while True:
+            probe = await circuit.admit()
             attempts += 1
             if attempts > 1:
                 m.retries.labels(sink_name).inc()
             started = time.perf_counter()
             try:
-                await sink.send(event)
+                try:
+                    await sink.send(event)
+                except asyncio.CancelledError as cancelled:
+                    if _cancelling():
+                        raise
+                    # Escaping, it would end the scheduler's worker with the key's later
+                    # records still queued behind this one, never to be delivered.
+                    raise SinkError(
+                        f"the sink raised {type(cancelled).__name__} without being cancelled",
+                        retriable=True,
+                    ) from None
             except asyncio.CancelledError:
+                if probe:
+                    circuit.abandon_probe()
                 raise
             except Exception as exc:
                 m.delivery_duration.labels(sink_name).observe(time.perf_counter() - started)
@@ -178,6 +215,12 @@ class Deliverer:
                     AttemptOutcome.RETRIABLE_ERROR if retriable else AttemptOutcome.PERMANENT_ERROR
                 )
                 m.deliveries.labels(sink_name, failure).inc()
+                if retriable:
+                    circuit.failure()
+                    if failing_since is None:
+                        failing_since = circuit.now()
+                else:
+                    circuit.answered()  # the sink is up; this event is refused
                 if retriable and not retry.exhausted(attempts):
                     log.debug(
                         "sink %s failed on %s (attempt %d): %s",
@@ -187,6 +230,29 @@ class Deliverer:
                         _describe(exc),
                     )
                     await retry.pause_before_retry(attempts)
+                    continue
+                if (
+                    retriable
+                    and self._hold
+                    and failing_since is not None
+                    and not circuit.answered_since(failing_since)
+                ):
+                    # The sink answered nothing since this event began failing: nothing
+                    # tells the event from an outage, so it waits (in Kafka, with the
+                    # circuit open) and starts its attempts again, instead of becoming a
+                    # dead letter. It is dead-lettered once the sink answers others.
+                    log.warning(
+                        "sink %s: event %s failed %d time(s) while the sink answered "
+                        "nothing else; holding it behind the open circuit: %s",
+                        sink_name,
+                        event.id,
+                        attempts,
+                        _describe(exc),
+                    )
+                    m.held.labels(sink_name).inc()
+                    circuit.trip()
+                    attempts = 0
+                    failing_since = None
                     continue
                 reason = REASON_PERMANENT if not retriable else REASON_EXHAUSTED
                 log.warning(
@@ -206,6 +272,7 @@ class Deliverer:
                     attempts=attempts,
                     error=_describe(exc),
                 )
+            circuit.answered()
             duration = self._durations.get(sink_name)
             if duration is None:
                 duration = self._durations[sink_name] = m.delivery_duration.labels(sink_name)
@@ -218,12 +285,12 @@ class Deliverer:
             success.inc()
             self._observe_latency(event, sink_name)
             try:
-                await dedup.mark(event.id, sink_name)
+                await dedup.mark(event.id, sink_name, ttl)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 await self._persist(
-                    InfraCall.DEDUP_MARK, lambda: dedup.mark(event.id, sink_name), failed=exc
+                    InfraCall.DEDUP_MARK, lambda: dedup.mark(event.id, sink_name, ttl), failed=exc
                 )
             else:
                 self.healthy = True
@@ -234,8 +301,21 @@ class Deliverer:
     ) -> Outcome:
         dlq = self.dlq
         if dlq is None:
+            # The sink's error was logged when it gave up; this says the event is lost
+            # to that sink unless someone acts (the caller reports FAILED).
+            log.error(
+                "sink %s: event %s (%s/%d@%d) was not delivered (reason %s) and there is "
+                "no dead-letter topic to write it to",
+                sink or "-",
+                event_id(record) or "-",
+                record.topic,
+                record.partition,
+                record.offset,
+                reason,
+            )
+            self.metrics.undelivered.labels(sink or "-", reason).inc()
             return Outcome.FAILED
-        await self._persist(
+        written = await self._persist(
             InfraCall.DLQ_PRODUCE,
             lambda: dlq.send(
                 record,
@@ -246,8 +326,23 @@ class Deliverer:
                 now=self._clock(),
             ),
         )
-        self.metrics.dead_lettered.labels(sink or "-", reason).inc()
+        if written == REASON_TOO_LARGE:
+            log.warning(
+                "dead letter of event %s (%s/%d@%d, %d bytes) for sink %s is too large for "
+                "the dead-letter topic %s: wrote a reference to the original record instead",
+                event_id(record) or "-",
+                record.topic,
+                record.partition,
+                record.offset,
+                len(record.value or b""),
+                sink or "-",
+                dlq.topic,
+            )
+        self.metrics.dead_lettered.labels(sink or "-", written).inc()
         return Outcome.DEAD_LETTERED
+
+    def _dedup_ttl(self, event: Event) -> int | None:
+        return None if self._ttl_for is None else self._ttl_for(event.source, event.id_origin)
 
     def _observe_latency(self, event: Event, sink: str) -> None:
         try:

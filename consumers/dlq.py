@@ -6,6 +6,11 @@ One record per (record, sink): an event that fails in two sinks is dead-lettered
 twice, so a replay can target each sink. Once the produce is acknowledged (acks=all,
 idempotent producer) the record counts as done for that sink and its offset can be
 committed.
+
+A dead letter the broker or the producer refuses as too large (over the topic's
+``max.message.bytes`` or ``consumers.max_record_bytes``) is written instead as a small
+reference to the original record, reason ``too_large``: waiting would not make it fit,
+and the original stays readable in its topic for ``replay --offsets``.
 """
 
 from __future__ import annotations
@@ -14,8 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+from aiokafka.errors import MessageSizeTooLargeError
+
 from consumers.record import SourceRecord
-from webhook_common.contract import format_time
+from webhook_common.contract import H_ID, format_time
 from webhook_common.errors import ContractError
 
 H_REASON = "dlq_reason"
@@ -34,7 +42,15 @@ REASON_CONTRACT = "contract"  # the record breaks the Kafka record contract
 REASON_UNROUTED = "unrouted"  # no route matched and `unrouted: dead-letter`
 REASON_PERMANENT = "permanent"  # the sink raised a non-retriable error
 REASON_EXHAUSTED = "exhausted"  # retriable errors until retry.max_attempts
-REASONS = (REASON_CONTRACT, REASON_UNROUTED, REASON_PERMANENT, REASON_EXHAUSTED)
+# The dead letter was too large for the DLQ: a reference to the original was written.
+REASON_TOO_LARGE = "too_large"
+REASONS = (
+    REASON_CONTRACT,
+    REASON_UNROUTED,
+    REASON_PERMANENT,
+    REASON_EXHAUSTED,
+    REASON_TOO_LARGE,
+)
 
 _MAX_ERROR = 500
 
@@ -72,6 +88,30 @@ def dead_letter_headers(
     return headers
 
 
+def event_id(record: SourceRecord) -> str | None:
+    """The record's ``ce_id``, if it has one (a record breaking the contract may not)."""
+    for name, value in record.headers:
+        if name == H_ID:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def reference_value(record: SourceRecord, *, reason: str) -> bytes:
+    """The value of a ``too_large`` dead letter: where the original is, and why it was
+    dead-lettered."""
+    return orjson.dumps(
+        {
+            "reason": REASON_TOO_LARGE,
+            "original_reason": reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "event_id": event_id(record),
+            "value_bytes": len(record.value or b""),
+        }
+    )
+
+
 class DeadLetterWriter:
     """Writes dead-letter records. ``redact`` blanks the process's secrets out of the
     error text, which quotes whatever a sink or its library said about the failure."""
@@ -90,20 +130,47 @@ class DeadLetterWriter:
 
     async def send(
         self, record: SourceRecord, *, reason: str, sink: str, attempts: int, error: str, now: float
-    ) -> None:
-        """Produce and wait for the acknowledgement; raises what the producer raises."""
+    ) -> str:
+        """Produce and wait for the acknowledgement; returns the reason written
+        (``reason``, or ``too_large`` for a reference) and raises what the producer
+        raises otherwise."""
+        redacted = self._redact(error)
         headers = dead_letter_headers(
             record,
             reason=reason,
             sink=sink,
             attempts=attempts,
-            error=self._redact(error),
+            error=redacted,
+            group=self._group,
+            now=now,
+        )
+        try:
+            await self._producer.send_and_wait(
+                self.topic, value=record.value, key=record.key, headers=headers
+            )
+        except MessageSizeTooLargeError:
+            pass
+        else:
+            return reason
+        # Without the original headers: the reference is not an event, and nothing must
+        # read it as one (the headers may be what made the record too large, too).
+        bare = SourceRecord(record.topic, record.partition, record.offset, record.key, b"", ())
+        headers = dead_letter_headers(
+            bare,
+            reason=REASON_TOO_LARGE,
+            sink=sink,
+            attempts=attempts,
+            error=redacted,
             group=self._group,
             now=now,
         )
         await self._producer.send_and_wait(
-            self.topic, value=record.value, key=record.key, headers=headers
+            self.topic,
+            value=reference_value(record, reason=reason),
+            key=record.key,
+            headers=headers,
         )
+        return REASON_TOO_LARGE
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,13 +12,17 @@ from webhook_common.contract import (
     DEFAULT_CONTENT_TYPE,
     H_CONTENT_TYPE,
     H_ID,
+    H_ID_ORIGIN,
     H_METHOD,
+    H_PROVIDER_ID,
     H_QUERY,
     H_SOURCE,
     H_SUBJECT,
     H_TIME,
     H_TYPE,
     EventMeta,
+    IdOrigin,
+    parse_id_origin,
     read_headers,
 )
 
@@ -50,6 +54,10 @@ class Event:
     content_type: str = "application/json"
     method: str = "POST"
     query: str = ""
+    # Where ``id`` comes from (webhook_common.contract.IdOrigin) and, when ``id`` is not
+    # the provider's own delivery id, that id.
+    id_origin: IdOrigin = IdOrigin.PROVIDER
+    provider_id: str = ""
     _parsed: Any = field(default=_UNPARSED, repr=False, compare=False)
 
     @classmethod
@@ -81,6 +89,8 @@ class Event:
             content_type=values.get(H_CONTENT_TYPE) or DEFAULT_CONTENT_TYPE,
             method=values.get(H_METHOD) or "POST",
             query=values.get(H_QUERY, ""),
+            id_origin=parse_id_origin(values.get(H_ID_ORIGIN)),
+            provider_id=values.get(H_PROVIDER_ID, ""),
         )
 
     def json(self) -> Any:
@@ -108,4 +118,6 @@ class Event:
             method=self.method,
             query=self.query,
             http_headers=dict(self.headers),
+            id_origin=self.id_origin,
+            provider_id=self.provider_id,
         )

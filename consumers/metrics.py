@@ -34,9 +34,31 @@ class ConsumerMetrics:
             buckets=_DURATION_BUCKETS,
         )
         self.retries = m.counter("retries_total", "Delivery attempts after a failure", ["sink"])
+        self.held = m.counter(
+            "held_total",
+            "Events whose attempts ran out while the sink answered nothing else: kept "
+            "(circuit opened) instead of dead-lettered",
+            ["sink"],
+        )
+        self.circuit_open = m.gauge(
+            "sink_circuit_open",
+            "1 while the sink's circuit breaker is open or probing, else 0",
+            ["sink"],
+        )
+        self.circuit_transitions = m.counter(
+            "sink_circuit_transitions_total",
+            "Circuit breaker state changes by sink and new state (open, half_open, closed)",
+            ["sink", "state"],
+        )
         self.dead_lettered = m.counter(
             "dead_lettered_total",
             "Records written to the dead-letter topic, by sink and reason",
+            ["sink", "reason"],
+        )
+        self.undelivered = m.counter(
+            "undelivered_total",
+            "Events a sink gave up on with no dead-letter topic to write them to "
+            "(replay), by sink and reason",
             ["sink", "reason"],
         )
         self.in_flight = m.gauge("in_flight", "Records fetched and not finished")

@@ -17,11 +17,22 @@ the events of one key of a partition in order, different keys in parallel (at mo
 ``concurrency.max_parallel`` at once), at most ``concurrency.max_in_flight`` records
 read ahead. A dead letter is ordered by its own place in the dead-letter topic, where
 the dead letters of one key are in the order they were written.
+
+``--offsets`` must lie inside what the partition holds (from its log start up to its
+high watermark): a range reaching outside is an error naming both, found before
+anything is delivered, rather than being cut short (a typo would go unnoticed) or
+waited for. The offset look-ups are bounded by ``kafka.request_timeout_ms`` (aiokafka's
+may wait indefinitely for a partition it cannot find). A record whose delivery raises
+something unexpected is counted as failed for its sinks and the replay goes on, so it
+always finishes; failures make the exit status 1. A ``too_large`` dead letter holds
+only a reference to its original record and is skipped with a note saying which
+``--offsets`` replays the original.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import sys
 import time
@@ -29,19 +40,24 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaTimeoutError
 
 from consumers.config import ConsumerConfig
 from consumers.delivery import Deliverer, Outcome
-from consumers.dlq import REASON_CONTRACT, read_dead_letter
+from consumers.dlq import REASON_CONTRACT, REASON_TOO_LARGE, read_dead_letter
 from consumers.metrics import ConsumerMetrics
 from consumers.record import TP, SourceRecord, WorkItem, make_item
 from consumers.routing import Router
 from consumers.scheduler import Scheduler
 from webhook_common.errors import ConfigError, ContractError, WebhookGatewayError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class ReplayError(WebhookGatewayError):
@@ -58,6 +74,11 @@ class Range:
     @property
     def size(self) -> int:
         return max(0, self.end - self.start)
+
+    @property
+    def spec(self) -> str:
+        """As ``--offsets`` writes it (both ends inclusive)."""
+        return f"{self.partition}:{self.start}-{self.end - 1}"
 
 
 def parse_offsets(specs: Sequence[str], topic: str) -> list[Range]:
@@ -184,6 +205,7 @@ class Replayer:
         self.report = ReplayReport()
         self._stream = progress_stream
         self._consumer_factory = consumer_factory
+        self._lookup_timeout = settings.kafka.request_timeout_ms / 1000
 
     def _make_consumer(self) -> Any:
         if self._consumer_factory is not None:
@@ -196,16 +218,32 @@ class Replayer:
 
     # -- planning ------------------------------------------------------------------
 
+    async def _bounded(self, what: str, where: Sequence[TopicPartition], call: Awaitable[T]) -> T:
+        """``call`` within ``kafka.request_timeout_ms``, else a ReplayError naming it."""
+        try:
+            return await asyncio.wait_for(call, self._lookup_timeout)
+        except (TimeoutError, KafkaTimeoutError):
+            names = ", ".join(f"{tp.topic}/{tp.partition}" for tp in where)
+            raise ReplayError(
+                f"{what} of {names} gave no answer within {self._lookup_timeout:g} s "
+                "(kafka.request_timeout_ms): does each partition exist and have a leader?"
+            ) from None
+
+    async def _offsets(
+        self, consumer: Any, tps: Sequence[TopicPartition]
+    ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+        """Log start and high watermark of each of ``tps``."""
+        begin = await self._bounded("beginning_offsets", tps, consumer.beginning_offsets(tps))
+        end = await self._bounded("end_offsets", tps, consumer.end_offsets(tps))
+        return begin, end
+
     async def _partitions(self, consumer: Any, topic: str) -> list[TopicPartition]:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
             # The consumer only knows metadata of what it reads; ask the cluster.
-            admin = AIOKafkaAdminClient(**self.settings.kafka.client_kwargs())
-            await admin.start()
-            try:
-                described = await admin.describe_topics([topic])
-            finally:
-                await admin.close()
+            described = await self._bounded(
+                "describe_topics", [TopicPartition(topic, -1)], self._describe(topic)
+            )
             parts = {
                 p["partition"]
                 for t in described
@@ -216,10 +254,17 @@ class Replayer:
             raise ReplayError(f"topic {topic!r} does not exist")
         return [TopicPartition(topic, p) for p in sorted(parts)]
 
+    async def _describe(self, topic: str) -> Any:
+        admin = AIOKafkaAdminClient(**self.settings.kafka.client_kwargs())
+        await admin.start()
+        try:
+            return await admin.describe_topics([topic])
+        finally:
+            await admin.close()
+
     async def plan_all(self, consumer: Any, topic: str) -> list[Range]:
         tps = await self._partitions(consumer, topic)
-        begin = await consumer.beginning_offsets(tps)
-        end = await consumer.end_offsets(tps)
+        begin, end = await self._offsets(consumer, tps)
         return [Range(tp.topic, tp.partition, begin[tp], end[tp]) for tp in tps]
 
     async def plan_times(
@@ -232,30 +277,49 @@ class Replayer:
         out = []
         for topic in topics:
             tps = await self._partitions(consumer, topic)
-            begin = await consumer.beginning_offsets(tps)
-            end = await consumer.end_offsets(tps)
+            begin, end = await self._offsets(consumer, tps)
             starts = dict(begin)
             stops = dict(end)
             if since is not None:
-                found = await consumer.offsets_for_times(
-                    {tp: int(since.timestamp() * 1000) for tp in tps}
+                found = await self._bounded(
+                    "offsets_for_times",
+                    tps,
+                    consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in tps}),
                 )
                 starts = {tp: (f.offset if f else end[tp]) for tp, f in found.items()}
             if until is not None:
-                found = await consumer.offsets_for_times(
-                    {tp: int(until.timestamp() * 1000) + 1 for tp in tps}
+                found = await self._bounded(
+                    "offsets_for_times",
+                    tps,
+                    consumer.offsets_for_times(
+                        {tp: int(until.timestamp() * 1000) + 1 for tp in tps}
+                    ),
                 )
                 stops = {tp: (f.offset if f else end[tp]) for tp, f in found.items()}
             out += [Range(topic, tp.partition, starts[tp], stops[tp]) for tp in tps]
         return out
 
     async def check_ranges(self, consumer: Any, ranges: Sequence[Range]) -> None:
+        """Every range names a partition that exists and lies inside what it holds."""
         for r in ranges:
             tps = await self._partitions(consumer, r.topic)
             if TopicPartition(r.topic, r.partition) not in tps:
                 raise ReplayError(
                     f"--offsets: topic {r.topic!r} has no partition {r.partition} "
                     f"(it has {len(tps)})"
+                )
+        named = sorted({TopicPartition(r.topic, r.partition) for r in ranges})
+        begin, end = await self._offsets(consumer, named)
+        for r in ranges:
+            tp = TopicPartition(r.topic, r.partition)
+            first, stop = begin[tp], end[tp]
+            where = f"--offsets {r.spec}: {r.topic}/{r.partition}"
+            if first >= stop:
+                raise ReplayError(f"{where} holds no records (log start and end {stop})")
+            if r.start < first or r.end > stop:
+                raise ReplayError(
+                    f"{where} holds offsets {first}-{stop - 1} (log start {first}, high "
+                    f"watermark {stop}): expected a range inside them"
                 )
 
     # -- running ------------------------------------------------------------------
@@ -357,6 +421,22 @@ class Replayer:
             if letter.reason == REASON_CONTRACT:
                 self._skip(progress, "contract")
                 return None
+            if letter.reason == REASON_TOO_LARGE:
+                original = letter.original
+                log.warning(
+                    "dead letter %s/%d@%d is only a reference (the record was too large for "
+                    "the dead-letter topic): replay the original with "
+                    "--topic %s --offsets %d:%d-%d",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    original.topic,
+                    original.partition,
+                    original.offset,
+                    original.offset,
+                )
+                self._skip(progress, "too_large")
+                return None
             targets = [s for s in self.sinks if letter.sink in ("", s)]
             item = make_item(letter.original)
         else:
@@ -380,14 +460,29 @@ class Replayer:
     async def _deliver(self, job: _Job, progress: Progress) -> None:
         event = job.item.event
         assert event is not None
-        outcomes = await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 self.deliverer.deliver(event, job.item.record, s, dry_run=self.dry_run)
                 for s in job.targets
-            )
+            ),
+            return_exceptions=True,
         )
         counts: dict[str, int] = {}
-        for sink, outcome in zip(job.targets, outcomes, strict=True):
+        for sink, result in zip(job.targets, results, strict=True):
+            if isinstance(result, BaseException):
+                # Raised past the deliverer, which handles what sinks raise: a bug. The
+                # scheduler would retry it every second forever; a replay reports it.
+                log.error(
+                    "replaying %s/%d@%d to sink %s failed",
+                    job.item.record.topic,
+                    job.item.record.partition,
+                    job.item.record.offset,
+                    sink,
+                    exc_info=result,
+                )
+                outcome = Outcome.FAILED
+            else:
+                outcome = result
             self.report.outcomes[outcome] += 1
             self.metrics.replayed.labels(sink, outcome).inc()
             counts[outcome.value] = counts.get(outcome.value, 0) + 1

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Callable
 
+from consumers.circuit import Circuit, CircuitState
 from consumers.config import RetryConfig
 
 
@@ -82,12 +83,24 @@ class RetryBudget:
 
 
 class SinkRetry:
-    """The retry state of one sink."""
+    """The retry state of one sink: backoff, budget and circuit breaker."""
 
-    def __init__(self, config: RetryConfig, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        config: RetryConfig,
+        rng: random.Random | None = None,
+        *,
+        on_circuit_change: Callable[[CircuitState], None] | None = None,
+    ) -> None:
         self.config = config
         self.backoff = Backoff(config, rng)
         self.budget = RetryBudget(config.budget_ratio, config.budget_min_per_second)
+        self.circuit = Circuit(
+            config.circuit_failures,
+            config.circuit_open_ms / 1000.0,
+            config.circuit_max_open_ms / 1000.0,
+            on_change=on_circuit_change,
+        )
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.config.max_attempts

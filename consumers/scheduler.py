@@ -141,7 +141,15 @@ class Scheduler(Generic[J]):
                 item = queue[0]
                 part.workers.add(me)
                 try:
-                    await self._process(item)
+                    try:
+                        await self._process(item)
+                    except asyncio.CancelledError:
+                        if me.cancelling():
+                            raise  # dropped, or the loop shutting down
+                        # Raised by some library without anyone cancelling this worker:
+                        # escaping, it would end the worker with the key's records still
+                        # queued and never made ready again.
+                        raise RuntimeError("CancelledError without a cancellation") from None
                 except Exception:
                     # Only a bug of ours gets here (sink errors are handled below us):
                     # keep the record unfinished and try it again rather than skip it,

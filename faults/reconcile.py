@@ -135,6 +135,8 @@ class Result:
     duplicates: int
     lost: int
     unacked_in_kafka: int = 0
+    # Acked ids found in the dead-letter topic (None: the scenario did not count them).
+    dead_lettered: int | None = None
     sinks: list[SinkFigures] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -234,6 +236,7 @@ COLUMNS = (
     ("other", 5),
     ("in Kafka", 8),
     ("delivered", 9),
+    ("dead-lettered", 13),
     ("dupes", 5),
     ("lost", 4),
     ("verdict", 7),
@@ -253,6 +256,7 @@ def table(results: Iterable[Result]) -> str:
                 r.other,
                 r.in_kafka,
                 r.delivered if r.delivered else "-",
+                "-" if r.dead_lettered is None else r.dead_lettered,
                 r.duplicates + r.kafka_duplicates,
                 r.lost,
                 "PASS" if r.ok else "FAIL",

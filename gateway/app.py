@@ -6,11 +6,12 @@ the throughput for work this small. :class:`GatewayApp` sends requests for confi
 source paths straight to it and everything else (``/docs``, ``/openapi.json``, 404s)
 to a FastAPI app, whose OpenAPI document describes the webhook paths by hand.
 
-Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 405
-method, 429 over the source's rate limit, 503 overloaded (checked first of all), 413
-declared or streamed body over the limit, 408 body too slow, 401
-verification, 400 body that must be JSON and is not, 503 Kafka did not acknowledge
-in time; else 202 with the event id. With the durable spool enabled
+Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 400
+event-type path segment that is not plain path characters, 405 method, 429 over the
+source's rate limit, 503 overloaded (checked first of all), 413 declared or streamed
+body over the limit, 408 body too slow, 401 verification, 400 body that must be JSON
+and is not (or nests too deeply to parse), 503 Kafka did not acknowledge in time; else
+202 with the event id. With the durable spool enabled
 (:mod:`gateway.spool`), a record Kafka did not acknowledge is journaled and answered
 202, and while the journal holds records new ones are journaled behind them; 503 then
 only when the journal is full or cannot be written.
@@ -65,17 +66,26 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def parse_json(body: bytes) -> tuple[bool, Any]:
-    """``(ok, value)``; orjson first, the standard library for the valid JSON orjson
-    refuses (numbers beyond a double's range, which JavaScript reads as Infinity)."""
+NOT_JSON = problem.bad_request("body is not valid JSON")
+# Valid JSON all the same, so its own type: the sender may be able to flatten it.
+TOO_DEEP = problem.Problem(400, "body-too-deep", "body JSON is nested too deeply to parse")
+
+
+def parse_json(body: bytes) -> tuple[problem.Problem | None, Any]:
+    """``(None, value)``, or why the body is refused and ``None``. orjson first, the
+    standard library for the valid JSON orjson refuses (numbers beyond a double's range,
+    which JavaScript reads as Infinity)."""
     try:
-        return True, orjson.loads(body)
+        return None, orjson.loads(body)
     except orjson.JSONDecodeError:
         pass
     try:
-        return True, json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        return None, json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
-        return False, None
+        return NOT_JSON, None
+    except RecursionError:
+        # Past orjson's 1024 levels the standard library recurses once per level.
+        return TOO_DEEP, None
 
 
 # After refusing a body as too large, read (and discard) at most this much more of it,
@@ -107,6 +117,25 @@ async def _drain(receive: Receive, budget: int) -> bool:
 
 def _first(value: str) -> str:
     return value.split(",", 1)[0].strip()
+
+
+def route_path(scope: Scope) -> str:
+    """The path as the client sent it, percent-escapes not decoded: what routing
+    matches and what the public URL a verifier checks is built from. One string for
+    both, so a percent-encoded alias cannot route to one source and verify as another
+    URL. (Source paths are plain characters, see ``SourceConfig.path``.)"""
+    raw_path: bytes | None = scope.get("raw_path")
+    if raw_path:
+        return raw_path.decode("latin-1")
+    path: str = scope["path"]  # a server that does not give the raw path (ASGI allows it)
+    return path
+
+
+BAD_SEGMENT = problem.Problem(
+    400,
+    "invalid-path",
+    f"the event-type path segment must match {extract.EVENT_SEGMENT} (no percent-escapes)",
+)
 
 
 class Ingress:
@@ -146,7 +175,8 @@ class Ingress:
         metrics.in_flight.set_function(lambda: self.state.in_flight)
 
     def match(self, path: str) -> tuple[Source, str | None] | None:
-        """The source for ``path`` (its own path, or that plus an event-type segment)."""
+        """The source for ``path`` (its own path, or that plus an event-type segment);
+        ``path`` is the :func:`route_path`."""
         source = self.by_path.get(path)
         if source is not None:
             return source, None
@@ -204,6 +234,8 @@ class Ingress:
         self, source: Source, segment: str | None, scope: Scope, receive: Receive, send: Send
     ) -> int:
         received_at = self.clock()
+        if segment is not None and not extract.plain_segment(segment):
+            return await self._fail(send, scope, BAD_SEGMENT)
         method: str = scope["method"]
         if method not in source.methods:
             return await self._fail(send, scope, problem.method_not_allowed(method, source.methods))
@@ -260,10 +292,11 @@ class Ingress:
         self._body_size[source.name].observe(size)
 
         raw_query: bytes = scope.get("query_string", b"")
+        path = route_path(scope)
         request = WebhookRequest(
             method=method,
-            url=self.public_url(source, scope, headers, raw_query),
-            path=scope["path"],
+            url=self.public_url(source, path, scope, headers, raw_query),
+            path=path,
             query_string=raw_query.decode("latin-1"),
             headers=headers,
             body=body,
@@ -292,15 +325,21 @@ class Ingress:
 
         doc: Any = None
         if body:
-            ok, doc = parse_json(body)
-            if not ok and source.require_json:
-                return await self._fail(send, scope, problem.bad_request("body is not valid JSON"))
+            refused, doc = parse_json(body)
+            if refused is not None and source.require_json:
+                return await self._fail(send, scope, refused)
 
         query_string = request.query_string
         # First value of each parameter wins; most webhooks have no query at all.
         query = dict(parse_qsl(query_string, keep_blank_values=True)[::-1]) if query_string else {}
-        event_id = extract.bounded(
-            verified.event_id or extract.event_id(source.name, method, raw_query, body)
+        event_id, id_origin, provider_id = extract.identity(
+            source.event_id,
+            source.name,
+            verified.event_id or None,
+            verified.event_id_signed,
+            method,
+            raw_query,
+            body,
         )
         entity_id = source.keys.entity_id(doc, query)
         if entity_id is not None:
@@ -318,6 +357,8 @@ class Ingress:
             method=method,
             query=request.query_string,
             http_headers={h: headers[h] for h in source.forward_headers if h in headers},
+            id_origin=id_origin,
+            provider_id=provider_id,
         )
 
         key = entity_id.encode()
@@ -370,13 +411,17 @@ class Ingress:
         return 202
 
     def public_url(
-        self, source: Source, scope: Scope, headers: Mapping[str, str], raw_query: bytes
+        self,
+        source: Source,
+        path: str,
+        scope: Scope,
+        headers: Mapping[str, str],
+        raw_query: bytes,
     ) -> str:
         """The URL the provider called, as it saw it: ``public_url`` when configured,
         else the request's own, with scheme and host from ``X-Forwarded-Proto`` /
-        ``X-Forwarded-Host`` when the peer is a trusted proxy."""
-        raw_path: bytes | None = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        ``X-Forwarded-Host`` when the peer is a trusted proxy. ``path`` is the
+        :func:`route_path`."""
         if source.public_url is not None:
             rest = path[len(source.path) :] if path.startswith(source.path) else ""
             base = source.public_url + rest
@@ -417,7 +462,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            found = self.ingress.match(scope["path"])
+            found = self.ingress.match(route_path(scope))
             if found is not None:
                 await self.ingress.handle(found[0], found[1], scope, receive, send)
                 return

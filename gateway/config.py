@@ -232,6 +232,11 @@ class SourceConfig(StrictModel):
     public_url: str | None = None
     forward_headers: list[str] | None = None
     rate_limit: RateLimit | None = None
+    # Which id dedup sees (`ce_id`): `auto` the provider's id when its signature covers
+    # it, else a digest of the signed content (a replayed delivery with a fresh, unsigned
+    # id is still a duplicate); `provider` the provider's id even when unsigned;
+    # `digest` always the digest. The provider's id is kept in `ce_providerid`.
+    event_id: Literal["auto", "provider", "digest"] = "auto"
 
     @field_validator("public_url")
     @classmethod

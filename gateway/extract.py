@@ -7,10 +7,12 @@ the query parameters, the path), so they are cheap and easy to test.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from webhook_common.contract import IdOrigin
 from webhook_common.jsonpointer import parse_pointer, resolve
 
 
@@ -56,6 +58,19 @@ class KeyExtractor:
         if self.query_param is not None:
             return query.get(self.query_param) or None
         return None
+
+
+# What an event-type path segment may be: RFC 3986 unreserved characters, as in source
+# paths; clients send them as they are (others, such as `;` or `:`, some percent-encode).
+# The segment becomes the record's ``ce_type`` header, and routing decodes no
+# percent-escape, so no control or non-ASCII character can reach a header this way.
+EVENT_SEGMENT = r"[A-Za-z0-9._~-]+"
+_EVENT_SEGMENT = re.compile(EVENT_SEGMENT)
+
+
+def plain_segment(segment: str) -> bool:
+    """Whether ``segment`` (a raw path segment) may name an event type."""
+    return _EVENT_SEGMENT.fullmatch(segment) is not None
 
 
 def event_type(
@@ -118,3 +133,31 @@ def event_id(source: str, method: str, query: bytes, body: bytes) -> str:
         body,
     )
     return hashlib.sha256(framed).hexdigest()
+
+
+def digest_id(source: str, body: bytes) -> str:
+    """Lowercase hex SHA-256 of source and raw body only: the content a body-only
+    signature covers, so an attacker replaying a captured delivery cannot vary it (the
+    method, query and id header are not signed by such schemes)."""
+    source_bytes = source.encode()
+    framed = b"digest:%d:%b,%d:%b," % (len(source_bytes), source_bytes, len(body), body)
+    return hashlib.sha256(framed).hexdigest()
+
+
+def identity(
+    policy: str,
+    source: str,
+    verified_id: str | None,
+    id_signed: bool,
+    method: str,
+    query: bytes,
+    body: bytes,
+) -> tuple[str, IdOrigin, str]:
+    """``(ce_id, ce_idorigin, ce_providerid)`` of a verified request under the source's
+    ``event_id`` policy (``auto``, ``provider`` or ``digest``)."""
+    if verified_id is None:
+        origin = IdOrigin.DIGEST if policy == "digest" else IdOrigin.DERIVED
+        return event_id(source, method, query, body), origin, ""
+    if policy == "provider" or (policy == "auto" and id_signed):
+        return bounded(verified_id), IdOrigin.PROVIDER, ""
+    return digest_id(source, body), IdOrigin.DIGEST, bounded(verified_id)

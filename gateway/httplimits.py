@@ -6,9 +6,13 @@ connection open indefinitely, and the size of a head is not bounded either. This
 protocol adds, per connection:
 
 * a deadline for the whole request head (``header_timeout_seconds``), answered 408;
+  it also runs from any bytes on an idle keep-alive connection, because those end
+  uvicorn's keep-alive wait even when the parser skips them (empty lines before a
+  request line), which would leave no timer on the connection at all;
 * a bound on the head's size (``max_header_bytes``), answered 431;
 * a bound on open connections (``max_connections``): extra ones are closed at once,
-  before anything is read.
+  before anything is read;
+* exactly one ``Host`` header (RFC 9112 §3.2; HTTP/1.0 may omit it), answered 400.
 
 The answers are RFC 9457 problem details with ``Connection: close``; each refusal is
 counted (``webhookgw_ingress_http_refused{reason}``). Body deadlines are the
@@ -41,8 +45,9 @@ def _response(p: problem.Problem) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
-class _HeadTooLarge(Exception):
-    pass
+class _HeadRefused(Exception):
+    """Raised from a parser callback once the head has been answered: httptools turns
+    it into HttpParserCallbackError and stops parsing."""
 
 
 def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsProtocol]:
@@ -57,6 +62,7 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
     class GuardedProtocol(HttpToolsProtocol):
         _head_timer: Deadline | None = None
         _head_bytes = 0
+        _hosts = 0
         _refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -102,10 +108,14 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+                # No request in progress: these bytes start a head (or are blank lines the
+                # parser skips), and uvicorn has just cancelled its keep-alive timer.
+                self._arm()
             super().data_received(data)
 
         def send_400_response(self, msg: str) -> None:
-            if self._refused:  # the head was refused already (431); nothing more to say
+            if self._refused:  # the head was answered already (431, 400); nothing more to say
                 return
             on_refused("malformed", 400)
             self._refused = True
@@ -125,12 +135,12 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
                     ),
                     "header_too_large",
                 )
-                # httptools turns this into HttpParserCallbackError: parsing stops here.
-                raise _HeadTooLarge
+                raise _HeadRefused
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._head_bytes = 0
+            self._hosts = 0
             self._arm()
 
         def on_url(self, url: bytes) -> None:
@@ -139,10 +149,21 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
 
         def on_header(self, name: bytes, value: bytes) -> None:
             self._count_head(len(name) + len(value) + 4)
+            # The length test first: most headers are not four bytes long.
+            if len(name) == 4 and name.lower() == b"host":
+                self._hosts += 1
             super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            # RFC 9112 §3.2. The Host header is part of the URL a signature is checked
+            # against, so a request naming no host, or two, is refused, not guessed at.
+            hosts = self._hosts
+            if hosts > 1 or (hosts == 0 and self.parser.get_http_version() != "1.0"):
+                found = "more than one Host header" if hosts else "no Host header"
+                detail = f"the request has {found}; HTTP/1.1 requires exactly one"
+                self._refuse(problem.Problem(400, "invalid-host", detail), "malformed")
+                raise _HeadRefused
             super().on_headers_complete()
 
     return GuardedProtocol

@@ -17,6 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from gateway import extract
 from gateway.sources import Source
 from webhook_common import problem
 
@@ -46,7 +47,8 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 _ERRORS = {
-    "400": "Body is not JSON (sources with `require_json`)",
+    "400": "Body is not JSON or nests too deeply to parse (sources with `require_json`), "
+    "or the event-type path segment is not plain path characters",
     "401": "Signature missing, invalid or expired",
     "405": "Method not allowed for this source (see the `Allow` header)",
     "408": "Body not received within the body timeout",
@@ -99,8 +101,9 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
                 "name": "event_type",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string"},
-                "description": "event type recorded as `ce_type`",
+                "schema": {"type": "string", "pattern": f"^{extract.EVENT_SEGMENT}$"},
+                "description": "event type recorded as `ce_type`; sent as is, not "
+                "percent-encoded (a request with a percent-escape in it is a 400)",
             }
         ]
     if method != "GET":

@@ -26,6 +26,7 @@ class Source:
     public_url: str | None
     forward_headers: tuple[str, ...]
     rate_limit: TokenBucket | None = None
+    event_id: str = "auto"
 
 
 def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
@@ -55,6 +56,7 @@ def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
         rate_limit=(
             TokenBucket(sc.rate_limit.per_second, sc.rate_limit.burst) if sc.rate_limit else None
         ),
+        event_id=sc.event_id,
     )
 
 

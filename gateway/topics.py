@@ -4,6 +4,10 @@ Topics are created explicitly, with the partitions and replication the config as
 for, rather than by broker auto-creation (which would use broker defaults and hide
 typos in topic names). Running it again is harmless: existing topics are reported
 and left as they are.
+
+Every topic it creates accepts the gateway's largest record unless its config says
+otherwise: the source topics, and the others of ``topics:``, among them the consumers'
+dead-letter topic, whose records are copies of raw records with a few more headers.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class TopicOutcome:
 
 def new_topic(spec: TopicSpec, min_message_bytes: int | None) -> NewTopic:
     configs = dict(spec.config)
-    # A body at its source's limit plus headers must fit the topic's record limit
+    # A body at the largest limit plus headers must fit the topic's record limit
     # (the broker default is about 1 MiB, smaller than a 1 MiB body plus headers).
     if min_message_bytes is not None and "max.message.bytes" not in configs:
         configs["max.message.bytes"] = str(min_message_bytes)
@@ -51,7 +55,6 @@ def new_topic(spec: TopicSpec, min_message_bytes: int | None) -> NewTopic:
 async def create_topics(cfg: GatewayConfig) -> list[TopicOutcome]:
     """Create every topic of :meth:`GatewayConfig.topic_specs` that does not exist."""
     specs: Sequence[TopicSpec] = cfg.topic_specs()
-    source_topics = {s.topic for s in cfg.sources}
     admin = AIOKafkaAdminClient(**cfg.kafka.client_kwargs())
     try:
         await admin.start()
@@ -65,11 +68,10 @@ async def create_topics(cfg: GatewayConfig) -> list[TopicOutcome]:
         missing = [s for s in specs if s.name not in existing]
         created: set[str] = set()
         if missing:
+            # Not only the source topics: a dead letter or a republished event is a raw
+            # record again, and the gateway cannot tell which listed topic is which.
             response = await admin.create_topics(
-                [
-                    new_topic(s, cfg.max_request_size if s.name in source_topics else None)
-                    for s in missing
-                ]
+                [new_topic(s, cfg.max_request_size) for s in missing]
             )
             for entry in response.topic_errors:
                 name, code = entry[0], entry[1]

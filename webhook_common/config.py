@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import os
 import re
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -133,8 +135,55 @@ def load_file(
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
 
 
-def _show(value: Any, path: Sequence[str | int]) -> str:
-    if is_secret_key(path) or isinstance(value, SecretStr):
+def _parts(annotation: Any) -> list[Any]:
+    """``annotation`` with ``Optional``, unions and ``Annotated`` taken apart."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _parts(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [part for arg in typing.get_args(annotation) for part in _parts(arg)]
+    return [annotation]
+
+
+def _holds_secret(annotation: Any, depth: int = 0) -> bool:
+    """Whether a value of this type is or contains a ``SecretStr``."""
+    if depth > 8:
+        return False
+    for part in _parts(annotation):
+        if part is SecretStr:
+            return True
+        if isinstance(part, type) and issubclass(part, BaseModel):
+            fields = part.model_fields.values()
+            if any(_holds_secret(f.annotation, depth + 1) for f in fields):
+                return True
+        elif any(_holds_secret(arg, depth + 1) for arg in typing.get_args(part)):
+            return True
+    return False
+
+
+def _declared_at(model: type[BaseModel], loc: Sequence[str | int]) -> Any:
+    """The declared type of what sits at ``loc`` in ``model``, or None when unknown."""
+    current: Any = model
+    for seg in loc:
+        found: Any = None
+        for part in _parts(current):
+            if isinstance(part, type) and issubclass(part, BaseModel):
+                field = part.model_fields.get(seg) if isinstance(seg, str) else None
+                found = field.annotation if field is not None else None
+            elif typing.get_origin(part) in (dict, Mapping):
+                found = typing.get_args(part)[1]
+            elif typing.get_origin(part) in (list, tuple, Sequence) and isinstance(seg, int):
+                found = typing.get_args(part)[0]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        current = found
+    return current
+
+
+def _show(value: Any, path: Sequence[str | int], secret: bool = False) -> str:
+    if secret or is_secret_key(path) or isinstance(value, SecretStr):
         return REDACTED
     text = _URL_PASSWORD.sub(rf"\1{REDACTED}@", repr(value))
     return text if len(text) <= 80 else text[:77] + "..."
@@ -193,7 +242,10 @@ def validate(
             loc = [seg for seg in err["loc"] if isinstance(seg, str | int)]
             path = [*at, *loc]
             found, value = _lookup(data, loc)
-            got = f"got {_show(value, path)}" if found else "missing"
+            # Input meant for a SecretStr (or a structure holding one) is never shown,
+            # whatever its key is called: a header named Authorization, say.
+            secret = _holds_secret(_declared_at(model, loc))
+            got = f"got {_show(value, path, secret)}" if found else "missing"
             expected = err["msg"]
             if err["type"] == "extra_forbidden":
                 expected = "no such key (check spelling)"

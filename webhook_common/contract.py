@@ -22,6 +22,15 @@ accepted webhook:
   ``content-type``    the request's Content-Type (``application/json`` when absent)
   ``ce_httpmethod``   the HTTP method the provider used (extension attribute)
   ``ce_httpquery``    the raw query string, possibly empty (extension attribute)
+  ``ce_idorigin``     where ``ce_id`` comes from (extension attribute):
+                      ``provider`` the provider's id, covered by its signature;
+                      ``digest`` a SHA-256 of the signed content standing in for an
+                      id the signature does not cover (a replay with a fresh id
+                      is still a duplicate); ``derived`` a SHA-256 where the
+                      provider sends no id at all (identical bodies may be
+                      distinct events, so consumers keep these marks briefly).
+                      Absent in older records: treat as ``provider``.
+  ``ce_providerid``   the provider's own delivery id when ``ce_id`` is not it
   ``http-header-*``   allow-listed provider request headers, lower-cased names
   ==================  ==========================================================
 
@@ -36,6 +45,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from webhook_common.errors import ContractError
 
@@ -50,11 +60,21 @@ H_SUBJECT = "ce_subject"
 H_CONTENT_TYPE = "content-type"
 H_METHOD = "ce_httpmethod"
 H_QUERY = "ce_httpquery"
+H_ID_ORIGIN = "ce_idorigin"
+H_PROVIDER_ID = "ce_providerid"
 HTTP_HEADER_PREFIX = "http-header-"
 
 DEFAULT_CONTENT_TYPE = "application/json"
 
 _REQUIRED = (H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_TIME)
+
+
+class IdOrigin(StrEnum):
+    """The values of ``ce_idorigin`` (see the module docstring)."""
+
+    PROVIDER = "provider"
+    DIGEST = "digest"
+    DERIVED = "derived"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +90,8 @@ class EventMeta:
     method: str = "POST"
     query: str = ""
     http_headers: Mapping[str, str] = field(default_factory=dict)
+    id_origin: IdOrigin = IdOrigin.PROVIDER
+    provider_id: str = ""
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers in the order the contract lists them."""
@@ -83,7 +105,10 @@ class EventMeta:
             (H_CONTENT_TYPE, self.content_type.encode()),
             (H_METHOD, self.method.encode()),
             (H_QUERY, self.query.encode()),
+            (H_ID_ORIGIN, self.id_origin.value.encode()),
         ]
+        if self.provider_id:
+            headers.append((H_PROVIDER_ID, self.provider_id.encode()))
         for name, value in self.http_headers.items():
             headers.append((HTTP_HEADER_PREFIX + name.lower(), value.encode()))
         return headers
@@ -102,7 +127,18 @@ class EventMeta:
             method=values.get(H_METHOD) or "POST",
             query=values.get(H_QUERY, ""),
             http_headers=http_headers,
+            id_origin=parse_id_origin(values.get(H_ID_ORIGIN)),
+            provider_id=values.get(H_PROVIDER_ID, ""),
         )
+
+
+def parse_id_origin(value: str | None) -> IdOrigin:
+    """``ce_idorigin`` read leniently: absent (older records) or unknown (a newer
+    gateway) counts as ``provider``, whose marks are kept longest."""
+    try:
+        return IdOrigin(value) if value else IdOrigin.PROVIDER
+    except ValueError:
+        return IdOrigin.PROVIDER
 
 
 _PREFIX_LEN = len(HTTP_HEADER_PREFIX)

@@ -21,6 +21,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
+from consumers.config import DEFAULT_MAX_RECORD_BYTES
 from consumers.event import Event
 from webhook_common.errors import WebhookGatewayError
 
@@ -48,9 +49,11 @@ class SinkError(WebhookGatewayError):
 class SinkContext:
     """What a sink may use besides its own config.
 
-    The last two describe the configuration the consumer runs on, for a sink that
-    starts ``python -m consumers`` itself (the inspector's replay); a context built
-    without a config file (a test, an embedding program) has ``None`` and no sinks.
+    ``config_path`` and ``sink_types`` describe the configuration the consumer runs on,
+    for a sink that starts ``python -m consumers`` itself (the inspector's replay); a
+    context built without a config file (a test, an embedding program) has ``None`` and
+    no sinks. ``max_record_bytes`` is ``consumers.max_record_bytes``: the largest record
+    the consumed topics hold, which a sink that writes records to Kafka must accept.
     """
 
     kafka_bootstrap_servers: str
@@ -58,6 +61,7 @@ class SinkContext:
     registry: CollectorRegistry
     config_path: Path | None = None  # the YAML file, as given on the command line
     sink_types: Mapping[str, str] = field(default_factory=dict)  # every sink: name -> type
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
 
 @runtime_checkable

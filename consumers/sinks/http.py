@@ -28,14 +28,29 @@ Outcomes: 2xx is delivered. 408, 429, 5xx, timeouts and connection errors are
 retriable; every other status (other 4xx, and 3xx: redirects are not followed) is not.
 Errors name the sink, the URL without credentials or query, and the status; never a
 secret, a header value or the response body (which may echo them).
+
+Header values cannot hold control characters (CR and LF would end the header early: a
+header injection): static ones (``headers``, ``content_type``, ``sign.prefix``) are
+refused when the config is loaded, and a value taken from the event (a forwarded
+header, the entity id in ``ce-subject``) that holds one fails the delivery permanently,
+so it is dead-lettered at once. Spaces and tabs around a value are dropped, as HTTP
+does.
+
+``timeout_seconds`` bounds the whole request: waiting for a connection, connecting,
+sending and reading the answer's head. The body of the answer is only drained, up to
+``_DRAIN_BYTES``, within what is left of that time, so the connection can be reused; a
+longer or slower one is not read further and its connection is closed. The status
+alone decides the outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -65,6 +80,24 @@ _NOT_FORWARDABLE = frozenset(
 )
 _RETRIABLE_STATUS = frozenset({408, 425, 429})
 IDEMPOTENCY_HEADER = "idempotency-key"
+# RFC 9110 field names: tokens.
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Control characters a field value cannot hold (HTAB is allowed inside one).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# What is read of an answer's body at most: enough for a typical short body, so its
+# connection goes back to the pool; more is not read (it is never shown anyway).
+_DRAIN_BYTES = 64 * 1024
+
+
+def check_header_value(value: str) -> None:
+    """Raises ValueError, without quoting ``value``, if a header cannot carry it."""
+    if _CONTROL.search(value):
+        raise ValueError("a value without control characters (CR, LF, NUL, ...)")
+
+
+def check_header_name(name: str) -> None:
+    if not _TOKEN.match(name):
+        raise ValueError(f"a header name (letters, digits and !#$%&'*+.^_`|~-), got {name!r}")
 
 
 def idempotency_key(event_id: str) -> str | None:
@@ -99,6 +132,12 @@ class Signing(StrictModel):
     header: str = Field(default="X-Signature-256", pattern=r"^[A-Za-z0-9-]+$")
     prefix: str = "sha256="
     encoding: Literal["hex", "base64"] = "hex"
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_fits(cls, value: str) -> str:
+        check_header_value(value)
+        return value
 
     # Field validators, not a model validator: an error then sits at ``sign.secret``,
     # whose value is redacted, instead of at ``sign``, whose value would be printed.
@@ -155,10 +194,31 @@ class HttpSinkConfig(StrictModel):
     @classmethod
     def _forwardable(cls, value: list[str]) -> list[str]:
         names = [v.strip().lower() for v in value]
+        for name in names:
+            check_header_name(name)
         bad = sorted(set(names) & _NOT_FORWARDABLE)
         if bad:
             raise ValueError(f"headers the client sets itself cannot be forwarded: {bad}")
         return names
+
+    @field_validator("headers")
+    @classmethod
+    def _sendable(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        # The error names the header, never its value (these are credentials).
+        for name, secret in value.items():
+            check_header_name(name)
+            try:
+                check_header_value(secret.get_secret_value())
+            except ValueError as exc:
+                raise ValueError(f"header {name!r}: {exc}") from None
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _content_type(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_header_value(value)
+        return value
 
 
 def redacted_url(url: str) -> str:
@@ -229,17 +289,36 @@ class HttpSink:
             headers.update(self.config.sign.headers(event.id, event.body, now))
         return headers
 
+    def _encode(self, event: Event, headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        """The headers as sent; a value from the event with a control character is a
+        permanent failure (it would be one on every attempt)."""
+        encoded = []
+        for name, value in headers.items():
+            value = value.strip(" \t")
+            if _CONTROL.search(value):
+                raise SinkError(
+                    f"{self._where}: event {event.id!r}: header {name!r} holds a control "
+                    "character (CR, LF, NUL, ...) and cannot be sent",
+                    retriable=False,
+                )
+            # Values may be non-ASCII (a subject, a forwarded header): sent as UTF-8.
+            encoded.append((name.encode("ascii"), value.encode("utf-8")))
+        return encoded
+
     async def send(self, event: Event) -> None:
         client = self._client
         if client is None:
             state = "closed" if self._closed else "not started"
             raise SinkError(f"{self._where} is {state}", retriable=True)
-        headers = self.request_headers(event, time.time())
-        # Header values may be non-ASCII (a subject, a forwarded header): send UTF-8.
-        encoded = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers.items()]
+        encoded = self._encode(event, self.request_headers(event, time.time()))
+        request = client.build_request("POST", self._url, content=event.body, headers=encoded)
+        # httpx's timeout bounds each read and write, not their sum: a target sending its
+        # answer a byte at a time would hold the delivery forever.
+        deadline = asyncio.get_running_loop().time() + self.config.timeout_seconds
         try:
-            response = await client.post(self._url, content=event.body, headers=encoded)
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout_at(deadline):
+                response = await client.send(request, stream=True)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise SinkError(
                 f"{self._where}: event {event.id!r}: no answer within "
                 f"{self.config.timeout_seconds:g} s ({type(exc).__name__})",
@@ -250,6 +329,13 @@ class HttpSink:
                 f"{self._where}: event {event.id!r}: connection failed ({type(exc).__name__})",
                 retriable=True,
             ) from None
+        try:
+            async with asyncio.timeout_at(deadline):
+                await _drain(response)
+        except (httpx.HTTPError, TimeoutError):
+            pass  # the status is in; the connection is closed rather than reused
+        finally:
+            await response.aclose()
         status = response.status_code
         if 200 <= status < 300:
             return
@@ -265,3 +351,14 @@ class HttpSink:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read and drop at most ``_DRAIN_BYTES`` of the body (undecoded: a compressed body
+    is not expanded); a longer one is left unread, and closing the response then closes
+    its connection."""
+    read = 0
+    async for chunk in response.aiter_raw():
+        read += len(chunk)
+        if read > _DRAIN_BYTES:
+            return

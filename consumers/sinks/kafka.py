@@ -11,7 +11,10 @@ target topics beforehand, or set ``create_topics: true`` to have the sink create
 one (``partitions``, ``replication_factor``) the first time it is needed.
 
 The producer is idempotent with ``acks=all``; ``send`` returns when the broker has the
-record. Concurrent sends are batched by the producer (``linger_ms``).
+record. Concurrent sends are batched by the producer (``linger_ms``). It takes records
+up to ``consumers.max_record_bytes`` (what the consumed topics hold, so a body at the
+gateway's limit can be republished), and topics it creates get that
+``max.message.bytes``.
 """
 
 from __future__ import annotations
@@ -94,6 +97,17 @@ def _error(where: str, topic: str, exc: Exception) -> SinkError:
     )
 
 
+class ProduceCancelled(Exception):
+    """A produce whose future was cancelled: whether the broker has it is unknown, so
+    it is retried (an ordinary exception, hence retriable for ``_error``)."""
+
+
+def _as_exception(outcome: BaseException) -> Exception:
+    if isinstance(outcome, Exception):
+        return outcome
+    return ProduceCancelled(f"the produce was cancelled ({type(outcome).__name__})")
+
+
 class KafkaSink:
     """Republishes events through one idempotent producer."""
 
@@ -105,6 +119,7 @@ class KafkaSink:
         self._client_kwargs: dict[str, Any] = dict(context.kafka_client_kwargs)
         self._client_kwargs.setdefault("bootstrap_servers", context.kafka_bootstrap_servers)
         self._where = f"kafka sink {name!r}"
+        self._max_record_bytes = context.max_record_bytes
         self._producer: AIOKafkaProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._ready_topics: dict[str, asyncio.Future[None]] = {}
@@ -120,6 +135,7 @@ class KafkaSink:
             enable_idempotence=True,
             acks="all",
             linger_ms=self.config.linger_ms,
+            max_request_size=self._max_record_bytes,
         )
         try:
             await producer.start()
@@ -146,7 +162,14 @@ class KafkaSink:
             ready = asyncio.get_running_loop().create_future()
             self._ready_topics[topic] = ready
             try:
-                new = NewTopic(topic, self.config.partitions, self.config.replication_factor)
+                new = NewTopic(
+                    topic,
+                    self.config.partitions,
+                    self.config.replication_factor,
+                    # The broker default (about 1 MiB) is below a body at the gateway's
+                    # limit plus its headers.
+                    topic_configs={"max.message.bytes": str(self._max_record_bytes)},
+                )
                 response = await self._admin.create_topics([new])
                 for item in response.topic_errors:
                     if item[1] not in (0, _TOPIC_EXISTS):
@@ -192,8 +215,10 @@ class KafkaSink:
         # outcome is retrieved and nothing is still in flight when we report.
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         for topic, outcome in zip(topics, outcomes, strict=True):
-            if failure is None and isinstance(outcome, Exception):
-                failure = _error(self._where, topic, outcome)
+            if failure is None and isinstance(outcome, BaseException):
+                # A cancelled produce (the producer stopping under it) is a failure like
+                # any other: the broker may not have the record.
+                failure = _error(self._where, topic, _as_exception(outcome))
         if failure is not None:
             raise failure
 

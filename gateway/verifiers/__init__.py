@@ -60,8 +60,9 @@ class WebhookRequest:
     """What a verifier sees of one request.
 
     ``url`` is the public URL the provider called (scheme, host, path, query), resolved
-    from ``public_url`` or trusted forwarding headers. ``headers`` has lower-cased names;
-    a repeated header keeps its first value.
+    from ``public_url`` or trusted forwarding headers; its path, and ``path``, are the
+    path as sent (percent-escapes not decoded), the one the source was routed by.
+    ``headers`` has lower-cased names; a repeated header keeps its first value.
     """
 
     method: str
@@ -79,11 +80,15 @@ class Verified:
     ``secret_index`` is which configured secret matched (rotation metric);
     ``event_id`` / ``event_type`` are the provider's delivery id and event type when
     the scheme carries them (else None, and the gateway derives them).
+    ``event_id_signed``: the signature covers ``event_id`` (it is in the signed content),
+    so a replay cannot give it a fresh one; when False the gateway deduplicates by a
+    digest of the signed content instead and keeps ``event_id`` beside it.
     """
 
     secret_index: int
     event_id: str | None = None
     event_type: str | None = None
+    event_id_signed: bool = False
 
 
 @runtime_checkable

@@ -8,8 +8,17 @@ URL, the method and the body; :mod:`gateway.verifiers.jsjson` reproduces the ser
 GET webhooks carry their data in the query string. When the first challenge fails for a
 GET, Crystallize's official verifier retries with ``url`` = the webhook URL as configured
 in Crystallize and ``body`` = the query parameters that URL does not contain; we do the
-same when ``webhook_url`` is configured, but only for an empty body, because that
-challenge does not cover the body and an unsigned body must not ride along.
+same when ``webhook_url`` is configured, but only where that challenge pins down what
+the gateway reads from the request, since nothing else of it is signed then:
+
+* an empty body (the challenge does not cover a body, so none may ride along);
+* the request's path is the configured URL's (else an event-type segment, or another
+  source's path, would go unsigned);
+* the configured URL's own parameters are all there with their configured values (they
+  are left out of the challenge body);
+* no parameter name is repeated: the challenge folds the query last-wins, the gateway
+  reads key and event type first-wins, so ``?id=X&id=P1`` would verify as ``id=P1``
+  and be recorded as ``id=X``. Such a request is refused as ``malformed``.
 
 ``hmac`` mode is the older scheme the seed document describes: the header is the hex
 HMAC-SHA256 of the raw body with the secret. ``auto`` picks the mode by the header's
@@ -73,6 +82,9 @@ class CrystallizeConfig(StrictModel):
                 raise ValueError(f"not a URL: {exc}") from None
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError("must be the absolute http(s) URL configured in Crystallize")
+            if _repeats_a_name(parse_qsl(parts.query, keep_blank_values=True)):
+                # Every GET delivery would repeat it too, and those are refused.
+                raise ValueError("must not repeat a query parameter name")
         return value
 
 
@@ -87,12 +99,8 @@ def _hs256_key(secret: str) -> bytes:
     return key.ljust(32, b"\0") if len(key) < 32 else key
 
 
-def _query_object(query: str) -> dict[str, str]:
-    """URLSearchParams entries folded into an object: last value wins, first position."""
-    result: dict[str, str] = {}
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        result[name] = value
-    return result
+def _repeats_a_name(params: Sequence[tuple[str, str]]) -> bool:
+    return len({name for name, _ in params}) != len(params)
 
 
 def _sha256_hex(text: str) -> str:
@@ -164,9 +172,12 @@ class CrystallizeVerifier:
         raw = [s.get_secret_value() for s in secrets]
         self._jwt_keys = [_hs256_key(s) for s in raw]
         self._hmac_keys = [s.encode("utf-8") for s in raw]
-        self._configured_params: frozenset[str] = frozenset()
+        self._webhook_path = ""
+        self._configured_params: dict[str, str] = {}
         if config.webhook_url is not None:
-            self._configured_params = frozenset(_query_object(urlsplit(config.webhook_url).query))
+            parts = urlsplit(config.webhook_url)
+            self._webhook_path = parts.path
+            self._configured_params = dict(parse_qsl(parts.query, keep_blank_values=True))
 
     signing_schemes: ClassVar[tuple[str, ...]] = ("jwt", "hmac")
     event_type_header = None
@@ -292,18 +303,32 @@ class CrystallizeVerifier:
             yield fallback.encode("utf-8")
 
     def _get_challenge(self, request: WebhookRequest) -> str | None:
+        """The GET fallback challenge, when it applies (see the module docstring)."""
         webhook_url = self._config.webhook_url
         if webhook_url is None or request.method.upper() != "GET" or request.body:
             return None
         try:
-            query = urlsplit(request.url).query
+            parts = urlsplit(request.url)
         except ValueError:
             return None
-        body: dict[str, JsonValue] = {
-            name: value
-            for name, value in _query_object(query).items()
-            if name not in self._configured_params
-        }
-        if not body:
+        # The raw path of the public URL: the one the request was routed by.
+        if parts.path != self._webhook_path:
             return None
+        # Decoded names, as the gateway reads them: `%69d` is `id` to both.
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        if _repeats_a_name(params):
+            raise VerificationError(
+                "malformed",
+                "the query string repeats a parameter name, which the GET signature "
+                "cannot tell apart",
+            )
+        configured = self._configured_params
+        body: dict[str, JsonValue] = {}
+        for name, value in params:
+            if name not in configured:
+                body[name] = value
+            elif value != configured[name]:
+                return None
+        if not body or len(params) - len(body) != len(configured):
+            return None  # nothing signed, or a configured parameter left out
         return stringify({"url": webhook_url, "method": request.method, "body": body})

@@ -140,7 +140,10 @@ class StandardWebhooksVerifier:
         # window" (a replay or a skewed clock) and a forgery is always `mismatch`.
         check_window(timestamp, now=self._clock(), tolerance=self._tolerance, what=ts_name)
         (event_type,) = json_fields(request.body, "type")
-        return Verified(secret_index=index, event_id=msg_id, event_type=event_type)
+        # webhook-id is part of the signed content ("{id}.{timestamp}.{body}").
+        return Verified(
+            secret_index=index, event_id=msg_id, event_type=event_type, event_id_signed=True
+        )
 
 
 def sign(

@@ -82,7 +82,13 @@ class StripeVerifier:
         # After the signature: `expired`/`future` then mean authentic-but-stale (see standard.py).
         check_window(timestamp, now=self._clock(), tolerance=self._tolerance, what=f"{HEADER} t=")
         event_id, event_type = json_fields(request.body, "id", "type")
-        return Verified(secret_index=index, event_id=event_id, event_type=event_type)
+        # The id is read from the signed body.
+        return Verified(
+            secret_index=index,
+            event_id=event_id,
+            event_type=event_type,
+            event_id_signed=event_id is not None,
+        )
 
 
 def sign(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from aiokafka import TopicPartition
+from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.structs import ConsumerRecord, OffsetAndTimestamp
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
@@ -76,9 +77,15 @@ class FakeSink:
 
 
 class FakeProducer:
-    def __init__(self, fail_times: int = 0) -> None:
+    """Records what it is asked to produce; ``fail_times`` first sends fail (retriable),
+    and a value longer than ``max_bytes`` is refused as the broker refuses a record over
+    the topic's ``max.message.bytes``."""
+
+    def __init__(self, fail_times: int = 0, *, max_bytes: int | None = None) -> None:
         self.sent: list[dict[str, Any]] = []
         self.fail_times = fail_times
+        self.max_bytes = max_bytes
+        self.refused = 0
 
     async def send_and_wait(
         self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: Any
@@ -86,6 +93,9 @@ class FakeProducer:
         if self.fail_times:
             self.fail_times -= 1
             raise SinkError("broker away")
+        if self.max_bytes is not None and len(value or b"") > self.max_bytes:
+            self.refused += 1
+            raise MessageSizeTooLargeError(f"{len(value or b'')} bytes")
         self.sent.append({"topic": topic, "value": value, "key": key, **kw})
 
 

@@ -138,9 +138,16 @@ async def produce(
     events: Sequence[tuple[EventMeta, bytes]],
     *,
     partition: int | None = None,
+    max_request_size: int = 1024 * 1024,
 ) -> list[tuple[int, int]]:
-    """Produce contract records (key = subject); returns (partition, offset) of each."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    """Produce contract records (key = subject); returns (partition, offset) of each.
+    ``max_request_size``: raise it for records as large as the gateway writes."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        max_request_size=max_request_size,
+    )
     await producer.start()
     try:
         futures = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,3 +90,22 @@ def test_parse_offsets_and_times() -> None:
     assert parse_time_arg("--since", "2025-01-31T12:00:00Z").hour == 12
     with pytest.raises(ConfigError, match="--until 'yesterday'"):
         parse_time_arg("--until", "yesterday")
+
+
+def test_the_dlq_producer_takes_a_record_as_large_as_the_gateway_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import consumers.__main__ as main
+    from consumers.config import parse_config
+
+    def producer(**kwargs: object) -> dict[str, object]:
+        return kwargs  # what the producer would be built with
+
+    monkeypatch.setattr(main, "AIOKafkaProducer", producer)
+    # The gateway writes records up to its largest body_limit (1 MiB by default) plus
+    # 64 KiB for headers; a dead letter is such a record plus a few headers.
+    sinks = {"f": {"type": "file", "path": "x"}}
+    default: Any = main._producer(parse_config({"consumers": {"sinks": sinks}}))
+    assert default["max_request_size"] >= 1024 * 1024 + 64 * 1024
+    larger = parse_config({"consumers": {"sinks": sinks, "max_record_bytes": 5 * 1024 * 1024}})
+    assert main._producer(larger)["max_request_size"] >= 5 * 1024 * 1024

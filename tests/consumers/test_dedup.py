@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 
+from consumers.config import DedupConfig
 from consumers.dedup import MemoryDedupStore, _Batcher
+from webhook_common.contract import IdOrigin
 
 
 class Clock:
@@ -31,6 +33,33 @@ async def test_marks_expire_after_ttl() -> None:
     clock.now += 0.2
     assert not await store.seen("e1", "a")
     assert len(store) == 0
+
+
+async def test_a_mark_may_carry_its_own_window() -> None:
+    clock = Clock()
+    store = MemoryDedupStore(60, 10, clock=clock)
+    await store.mark("derived", "a", 5)
+    await store.mark("provider", "a")
+    clock.now += 5.1
+    assert not await store.seen("derived", "a")
+    assert await store.seen("provider", "a")
+
+
+def test_windows_by_id_origin_and_source() -> None:
+    config = DedupConfig(
+        ttl_seconds=1000,
+        derived_ttl_seconds=10,
+        sources={"crystallize": {"derived_ttl_seconds": 30}, "github": {"ttl_seconds": 99}},
+    )
+    assert config.ttl_for("any", IdOrigin.PROVIDER) == 1000
+    assert config.ttl_for("any", IdOrigin.DIGEST) == 1000
+    assert config.ttl_for("any", IdOrigin.DERIVED) == 10
+    assert config.ttl_for("crystallize", IdOrigin.DERIVED) == 30
+    assert config.ttl_for("crystallize", IdOrigin.PROVIDER) == 1000
+    assert config.ttl_for("github", IdOrigin.DIGEST) == 99
+    assert config.ttl_for("github", IdOrigin.DERIVED) == 10
+    # Shipped: a derived id's window covers retries of one delivery, not a week.
+    assert DedupConfig().ttl_for("crystallize", IdOrigin.DERIVED) == 300
 
 
 async def test_bounded_least_recently_used_goes_first() -> None:

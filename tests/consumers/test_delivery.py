@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import orjson
+import pytest
 
 from consumers.config import RetryConfig
 from consumers.dedup import DedupUnavailable, MemoryDedupStore
@@ -79,11 +83,17 @@ async def test_non_retriable_error_dead_letters_at_once_without_a_mark() -> None
 
 
 async def test_exhausted_retries_dead_letter_with_attempt_count() -> None:
-    sink = FakeSink("s", fail=lambda e, n: TimeoutError("slow"))  # plain exceptions retry
+    # Plain exceptions retry. Only this event fails: the sink delivers another one
+    # meanwhile, so the failure is the event's own (an outage would be held instead).
+    sink = FakeSink("s", fail=lambda e, n: TimeoutError("slow") if e.offset == 0 else None)
     d, producer, _, _ = _deliverer(sink, max_attempts=3)
     ev, rec = _ev()
-    assert await d.deliver(ev, rec, "s") is Outcome.DEAD_LETTERED  # type: ignore[arg-type]
-    assert sink.calls == 3
+    other, other_rec = _ev(1)
+    failing = asyncio.create_task(d.deliver(ev, rec, "s"))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert await d.deliver(other, other_rec, "s") is Outcome.DELIVERED  # type: ignore[arg-type]
+    assert await failing is Outcome.DEAD_LETTERED
+    assert sink.calls == 4
     headers = dict(producer.sent[0]["headers"])
     assert (headers["dlq_reason"], headers["dlq_attempts"]) == (b"exhausted", b"3")
 
@@ -126,11 +136,11 @@ class FlakyStore(MemoryDedupStore):
             raise DedupUnavailable("redis down")
         return await super().seen(event_id, sink)
 
-    async def mark(self, event_id: str, sink: str) -> None:
+    async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
         if self.mark_failures:
             self.mark_failures -= 1
             raise DedupUnavailable("redis down")
-        await super().mark(event_id, sink)
+        await super().mark(event_id, sink, ttl_seconds)
 
 
 async def test_dedup_outage_waits_instead_of_delivering_unchecked() -> None:
@@ -233,3 +243,83 @@ def test_metric_label_values_are_the_ones_dashboards_and_alerts_use() -> None:
         ("dedup_mark", "mark"),
         ("dlq_produce", None),
     ]
+
+
+async def test_a_dead_letter_too_large_for_the_topic_is_written_as_a_reference() -> None:
+    # The broker refuses the whole record (over the DLQ topic's max.message.bytes): that
+    # never changes by trying again, so a small reference to the original is written.
+    sink = FakeSink("s", fail=lambda e, n: SinkError("413", retriable=False))
+    producer = FakeProducer(max_bytes=1_000)
+    d, _, metrics, _ = _deliverer(sink, producer=producer)
+    item = make_item(record(7, "k", body=b'"' + b"x" * 5_000 + b'"'))
+    assert item.event is not None
+    outcome = await asyncio.wait_for(d.deliver(item.event, item.record, "s"), 5)
+    assert outcome is Outcome.DEAD_LETTERED
+    assert producer.refused == 1
+    (sent,) = producer.sent
+    assert (sent["topic"], sent["key"]) == ("dlq", b"k")
+    assert orjson.loads(sent["value"]) == {
+        "reason": "too_large",
+        "original_reason": "permanent",
+        "topic": "raw",
+        "partition": 0,
+        "offset": 7,
+        "event_id": "ev-0-7",
+        "value_bytes": 5_002,
+    }
+    headers = dict(sent["headers"])
+    assert headers["dlq_reason"] == b"too_large"
+    assert (headers["dlq_sink"], headers["dlq_original_offset"]) == (b"s", b"7")
+    assert b"413" in headers["dlq_error"]
+    assert "ce_id" not in headers  # a reference is not an event: nothing replays it as one
+    assert metrics.dead_lettered.labels("s", "too_large")._value.get() == 1
+    assert metrics.dead_lettered.labels("s", "permanent")._value.get() == 0
+    assert d.healthy
+
+
+async def test_dead_letter_without_a_writer_is_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = FakeSink("s", fail=lambda e, n: SinkError("400 token=hunter2", retriable=False))
+    metrics = ConsumerMetrics(fresh_registry())
+    d = Deliverer(
+        {"s": sink},
+        MemoryDedupStore(3600, 100),
+        {"s": SinkRetry(RetryConfig(initial_ms=1, max_ms=5))},
+        metrics,
+        None,  # as in replay
+    )
+    ev, rec = _ev(3)
+    with caplog.at_level(logging.ERROR, logger="consumers.delivery"):
+        assert await d.deliver(ev, rec, "s") is Outcome.FAILED  # type: ignore[arg-type]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    text = errors[0]
+    for part in ("sink s", ev.id, "raw/0@3", "reason permanent", "no dead-letter topic"):
+        assert part in text
+    assert "hunter2" not in text  # the sink's error text is not repeated here
+    assert metrics.undelivered.labels("s", "permanent")._value.get() == 1
+
+
+async def test_a_cancelled_error_raised_by_a_sink_is_a_retriable_failure() -> None:
+    # Not a cancellation of the delivery: a sink (or its library) let one escape.
+    sink = FakeSink("s", fail=lambda e, n: asyncio.CancelledError() if n == 1 else None)
+    d, producer, metrics, store = _deliverer(sink)
+    ev, rec = _ev()
+    assert await d.deliver(ev, rec, "s") is Outcome.DELIVERED  # type: ignore[arg-type]
+    assert sink.calls == 2
+    assert await store.seen(ev.id, "s")
+    assert metrics.deliveries.labels("s", AttemptOutcome.RETRIABLE_ERROR)._value.get() == 1
+    assert producer.sent == []
+
+
+async def test_cancelling_a_delivery_still_cancels_it() -> None:
+    sink = FakeSink("s", delay=30)
+    d, _, _, _ = _deliverer(sink)
+    ev, rec = _ev()
+    task = asyncio.create_task(d.deliver(ev, rec, "s"))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sink.calls == 1  # not taken for a failed attempt and retried

@@ -3,6 +3,8 @@ scheduler that runs the processor in ``run``."""
 
 from __future__ import annotations
 
+import asyncio
+
 from consumers.config import ConsumersSection
 from consumers.metrics import ConsumerMetrics
 from consumers.processor import Processor
@@ -81,3 +83,20 @@ async def test_fan_out_delivers_to_every_sink_and_repeats_once() -> None:
     assert [e.id for e in a.received] == ["same", "other"]
     assert [e.id for e in b.received] == ["same", "other"]
     assert metrics.duplicates.labels("a")._value.get() == 2
+
+
+async def test_a_sink_raising_cancelled_error_does_not_strand_its_key() -> None:
+    # The sink's CancelledError is not the consumer shutting down: that attempt failed
+    # and is retried, and the key's later records follow it, in offset order.
+    sink = FakeSink("s", fail=lambda e, n: asyncio.CancelledError() if n == 1 else None)
+    scheduler, producer, metrics = _pipeline({"s": sink})
+    scheduler.assign(("raw", 0))
+    for offset in range(4):
+        scheduler.submit(make_item(record(offset, "k")))
+    scheduler.submit(make_item(record(4, "other")))
+    assert await scheduler.wait_idle(within=5)
+    assert [e.offset for e in sink.received if e.key == "k"] == [0, 1, 2, 3]
+    assert [e.offset for e in sink.received if e.key == "other"] == [4]
+    assert scheduler.commit_points() == {("raw", 0): 5}
+    assert producer.sent == []
+    assert metrics.deliveries.labels("s", "retriable_error")._value.get() == 1

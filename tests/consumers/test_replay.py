@@ -7,7 +7,7 @@ import asyncio
 import io
 import random
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,8 +19,10 @@ from consumers.config import ConsumerConfig
 from consumers.dedup import MemoryDedupStore
 from consumers.delivery import Outcome
 from consumers.dlq import REASON_CONTRACT, REASON_UNROUTED
+from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
-from consumers.replay import Range, Replayer, ReplayError
+from consumers.record import SourceRecord
+from consumers.replay import Range, Replayer, ReplayError, ReplayReport
 from consumers.sinks import SinkError
 from tests.consumers.fakes import (
     FakeConsumer,
@@ -49,11 +51,14 @@ class _Replay:
         max_in_flight: int = 100,
         dedup: MemoryDedupStore | None = None,
         ends: dict[TopicPartition, int] | None = None,
+        consumer: FakeConsumer | None = None,
+        kafka: dict[str, Any] | None = None,
         **options: bool,
     ) -> None:
         sinks = list(sinks)
         self.settings = ConsumerConfig.model_validate(
             {
+                "kafka": kafka or {},
                 "consumers": {
                     "topics": ["raw"],
                     "dlq_topic": "dlq",
@@ -63,12 +68,12 @@ class _Replay:
                         "max_parallel": max_parallel,
                         "max_in_flight": max_in_flight,
                     },
-                }
+                },
             }
         )
         self.metrics = ConsumerMetrics(fresh_registry())
         self.dedup = dedup or MemoryDedupStore(3600, 10_000)
-        self.consumer = FakeConsumer(records, ends=ends)
+        self.consumer = consumer or FakeConsumer(records, ends=ends)
         self.progress = io.StringIO()
         self.replayer = Replayer(
             self.settings,
@@ -306,3 +311,109 @@ async def test_a_partition_in_two_ranges_and_a_range_past_the_last_record() -> N
     assert (sorted(offsets[:4]), sorted(offsets[4:])) == ([4, 5, 6, 7], [0, 1, 2, 3])
     assert report.outcomes == {Outcome.DELIVERED: 8, Outcome.DUPLICATE: 2}
     assert report.records == 10
+
+
+async def test_offsets_outside_the_partition_are_an_error_before_anything_is_delivered() -> None:
+    # The partition holds offsets 10-14 (older ones deleted by retention): a range
+    # reaching below 10 or past 14 cannot be read as asked. An end past the high
+    # watermark used to be polled for forever.
+    records = _raw(*((n, "k") for n in range(10, 15)))
+    for bad, message in (
+        (Range("raw", 0, 12, 20), r"--offsets 0:12-19: raw/0 holds offsets 10-14"),
+        (Range("raw", 0, 3, 12), r"--offsets 0:3-11: raw/0 holds offsets 10-14"),
+    ):
+        sink = FakeSink("s")
+        replay = _Replay(records, [sink], ["s"])
+        with pytest.raises(ReplayError, match=message):
+            await asyncio.wait_for(replay.replayer.run_ranges([Range("raw", 0, 10, 11), bad]), 5)
+        assert sink.calls == 0
+        assert replay.consumer.stopped
+    empty = _Replay([], [FakeSink("s")], ["s"], ends={TopicPartition("raw", 0): 7})
+    empty.consumer.partitions_for_topic = lambda topic: {0}  # type: ignore[method-assign]
+    with pytest.raises(ReplayError, match=r"raw/0 holds no records \(log start and end 7\)"):
+        await asyncio.wait_for(empty.replayer.run_ranges([Range("raw", 0, 7, 8)]), 5)
+
+
+class _StuckConsumer(FakeConsumer):
+    """Offset look-ups that never answer, as aiokafka's may for a partition it cannot
+    find the leader of."""
+
+    def __init__(self, records: Records, stuck: str) -> None:
+        super().__init__(records)
+        self.stuck = stuck
+
+    async def _hang(self) -> None:
+        await asyncio.Event().wait()
+
+    async def beginning_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.stuck == "beginning_offsets":
+            await self._hang()
+        return await super().beginning_offsets(tps)
+
+    async def end_offsets(self, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        if self.stuck == "end_offsets":
+            await self._hang()
+        return await super().end_offsets(tps)
+
+    async def offsets_for_times(self, timestamps: Any) -> Any:
+        if self.stuck == "offsets_for_times":
+            await self._hang()
+        return await super().offsets_for_times(timestamps)
+
+
+@pytest.mark.parametrize(
+    ("stuck", "run"),
+    [
+        ("beginning_offsets", "dlq"),
+        ("end_offsets", "ranges"),
+        ("offsets_for_times", "times"),
+    ],
+)
+async def test_offset_look_ups_are_bounded_and_name_the_partitions(stuck: str, run: str) -> None:
+    records = _raw((0, "k"), (1, "k"))
+    if run == "dlq":
+        records = [dead_letter(record(n, "k"), n) for n in range(2)]
+    consumer = _StuckConsumer(records, stuck)
+    replay = _Replay(
+        [], [FakeSink("s")], ["s"], consumer=consumer, kafka={"request_timeout_ms": 1000}
+    )
+    runs: dict[str, Callable[[], Awaitable[ReplayReport]]] = {
+        "dlq": replay.replayer.run_dlq,
+        "ranges": lambda: replay.replayer.run_ranges([Range("raw", 0, 0, 2)]),
+        "times": lambda: replay.replayer.run_times(["raw"], _ms(0), None),
+    }
+    topic = "dlq" if run == "dlq" else "raw"
+    with pytest.raises(ReplayError, match=f"{stuck}.* {topic}/0 .*within 1 s"):
+        await asyncio.wait_for(runs[run](), 5)
+    assert consumer.stopped
+
+
+async def test_a_processing_error_fails_that_record_and_the_replay_finishes() -> None:
+    sink = FakeSink("s")
+    replay = _Replay(_raw((0, "k0"), (1, "k1"), (2, "k1"), (3, "k2")), [sink], ["s"])
+    deliver = replay.replayer.deliverer.deliver
+
+    async def broken(
+        event: Event, record: SourceRecord, sink_name: str, *, dry_run: bool = False
+    ) -> Outcome:
+        if event.offset == 1:
+            raise RuntimeError("a bug of ours")
+        return await deliver(event, record, sink_name, dry_run=dry_run)
+
+    replay.replayer.deliverer.deliver = broken  # type: ignore[method-assign]
+    report = await asyncio.wait_for(replay.replayer.run_ranges([Range("raw", 0, 0, 4)]), 5)
+    assert sorted(e.offset for e in sink.received) == [0, 2, 3]
+    assert report.outcomes == {Outcome.DELIVERED: 3, Outcome.FAILED: 1}
+    assert report.failed == 1
+    assert replay.replayed("s", Outcome.FAILED) == 1
+
+
+async def test_a_too_large_reference_is_skipped_and_names_the_original() -> None:
+    sink = FakeSink("s")
+    original = record(42, "k")
+    reference = dead_letter(original, 0, reason="too_large")
+    replay = _Replay([reference], [sink], ["s"])
+    report = await replay.replayer.run_dlq()
+    assert sink.calls == 0
+    assert (report.records, report.skipped, report.failed) == (1, 1, 0)
+    assert "skipped_too_large=1" in replay.progress.getvalue()

@@ -149,6 +149,30 @@ async def test_a_failed_record_waits_for_its_retry_without_holding_a_worker() ->
     assert scheduler.commit_points() == {("raw", 0): 3}
 
 
+async def test_a_stray_cancelled_error_is_retried_like_a_failure() -> None:
+    # A CancelledError out of the processing while the worker itself is not being
+    # cancelled: the record must stay unfinished and be tried again, never stranded
+    # with the rest of its key behind it.
+    attempts: dict[int, int] = defaultdict(int)
+    done: list[int] = []
+
+    async def process(item: WorkItem) -> None:
+        offset = item.record.offset
+        attempts[offset] += 1
+        if offset == 0 and attempts[offset] == 1:
+            raise asyncio.CancelledError
+        done.append(offset)
+
+    scheduler = Scheduler(process, 1)
+    scheduler.assign(("raw", 0))
+    scheduler.submit(make_item(record(0, "k")))
+    scheduler.submit(make_item(record(1, "k")))
+    scheduler.submit(make_item(record(2, "other")))
+    assert await scheduler.wait_idle(within=5)
+    assert done == [2, 0, 1]
+    assert scheduler.commit_points() == {("raw", 0): 3}
+
+
 async def test_work_of_kept_partitions_goes_on_after_drop_cancels_every_worker() -> None:
     done: list[tuple[int, int]] = []
 

@@ -12,9 +12,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway import extract
-from gateway.app import DRAIN_BYTES, GatewayApp, parse_json
+from gateway.app import DRAIN_BYTES, NOT_JSON, TOO_DEEP, GatewayApp, parse_json
 from gateway.producer import ProduceError
 from gateway.server import create_admin_app
+from gateway.verifiers.crystallize import sign_jwt
 from tests.gateway.support import (
     SIG_HEADER,
     BodyHmacVerifier,
@@ -88,10 +89,12 @@ async def test_accepted_writes_record_with_contract_headers() -> None:
         "content-type",
         "ce_httpmethod",
         "ce_httpquery",
+        "ce_idorigin",
         "http-header-x-test-signature",
         "http-header-x-extra",
     ]
     assert record.header("ce_id") == event_id
+    assert record.header("ce_idorigin") == "derived"  # the test verifier reports no id
     assert record.header("ce_type") == "order.created"
     assert record.header("ce_subject") == "ord-1"
     assert record.header("ce_httpquery") == "concern=order&event=created"
@@ -120,7 +123,11 @@ async def test_rotated_secret_and_delivery_id_and_path_event_type() -> None:
             headers={SIG_HEADER: sign(OLD_SECRET, BODY), "x-delivery": "d-77"},
         )
     assert r.status_code == 202
-    assert r.json() == {"id": "d-77"}
+    # The delivery header is not signed: the id is the digest of the signed body, and
+    # the provider's id rides along.
+    assert r.json() == {"id": extract.digest_id("shop", BODY)}
+    assert producer.records[0].header("ce_idorigin") == "digest"
+    assert producer.records[0].header("ce_providerid") == "d-77"
     assert producer.records[0].header("ce_type") == "order.updated"
     assert metric(registry, "webhookgw_ingress_secret_matched_total", source="shop", index="1") == 1
 
@@ -379,11 +386,12 @@ async def test_openapi_documents_webhook_paths() -> None:
 
 
 def test_parse_json_accepts_numbers_orjson_refuses() -> None:
-    assert parse_json(b'{"a":1e400}') == (True, {"a": float("inf")})
-    assert parse_json(b'{"a":123456789012345678901234567890}')[0]
-    assert parse_json(b"NaN") == (False, None)
-    assert parse_json(b"\xff") == (False, None)
-    assert parse_json(b"\xef\xbb\xbf{}") == (False, None)
+    assert parse_json(b'{"a":1e400}') == (None, {"a": float("inf")})
+    assert parse_json(b'{"a":123456789012345678901234567890}')[0] is None
+    assert parse_json(b"NaN") == (NOT_JSON, None)
+    assert parse_json(b"\xff") == (NOT_JSON, None)
+    assert parse_json(b"\xef\xbb\xbf{}") == (NOT_JSON, None)
+    assert parse_json(b"[" * 1100 + b"]" * 1100) == (TOO_DEEP, None)
 
 
 async def test_admin_endpoints() -> None:
@@ -441,3 +449,68 @@ async def test_unencodable_or_huge_ids_are_hashed_not_a_500() -> None:
     assert len(keys) == 2
     assert all(key.startswith(b"sha256:") and len(key) == 71 for key in keys)
     assert keys[0] != keys[1]
+
+
+async def test_json_nested_too_deeply_to_parse_is_400_not_500() -> None:
+    # Valid JSON, but past orjson's 1024 levels and the standard library's recursion limit.
+    body = b"[" * 1100 + b"]" * 1100
+    headers = {SIG_HEADER: sign(SECRET, body)}
+    app, _, producer, registry = build(
+        [
+            shop(body_limit=10_000),
+            shop(name="raw", path="/raw", require_json=False, body_limit=10_000),
+        ]
+    )
+    async with client(app) as c:
+        r400 = await c.post("/webhooks/shop", content=body, headers=headers)
+        r202 = await c.post("/raw", content=body, headers=headers)
+    assert_problem(r400, 400, "body-too-deep", "/webhooks/shop")
+    assert requests_total(registry, "shop", 400) == 1
+    assert requests_total(registry, "shop", 500) == 0
+    assert r202.status_code == 202
+    assert [r.value for r in producer.records] == [body]
+
+
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "%00evil",
+        "order%0D%0AX-Injected:%20yes",
+        "a%09b",
+        "%7F",
+        "%C3%A9",
+        "order%2Ecreated",
+        "%25",
+        "a;b",
+    ],
+)
+async def test_event_type_segment_must_be_plain_path_characters(segment: str) -> None:
+    app, _, producer, registry = build([shop()])
+    async with client(app) as c:
+        r = await c.post(
+            f"/webhooks/shop/{segment}", content=BODY, headers={SIG_HEADER: sign(SECRET, BODY)}
+        )
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["type"] == "urn:webhook-gateway:problem:invalid-path"
+    assert producer.records == []
+    assert requests_total(registry, "shop", 400) == 1
+
+
+async def test_a_percent_encoded_alias_of_a_source_path_is_not_routed() -> None:
+    # Routing and the URL the verifier checks read the same raw path: a token minted for
+    # the alias cannot be delivered to the source the alias would decode to.
+    source = {"name": "crystallize", "verifier": {"type": "crystallize", "mode": "jwt"}}
+    app, _, producer, registry = build([{**source, "secrets": [SECRET]}])
+    async with client(app) as c:
+        for path in ("/webhooks/%63rystallize", "/webhooks%2Fcrystallize"):
+            token = sign_jwt(SECRET, f"http://gw.test{path}", "POST", BODY)
+            r = await c.post(path, content=BODY, headers={"x-crystallize-signature": token})
+            assert r.status_code == 404, (path, r.text)
+        token = sign_jwt(SECRET, "http://gw.test/webhooks/crystallize", "POST", BODY)
+        r = await c.post(
+            "/webhooks/crystallize", content=BODY, headers={"x-crystallize-signature": token}
+        )
+        assert r.status_code == 202
+    assert len(producer.records) == 1
+    assert requests_total(registry, "", 404) == 2

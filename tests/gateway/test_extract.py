@@ -7,6 +7,7 @@ import pytest
 from gateway import extract
 from gateway.config import PROVIDER_DEFAULTS
 from gateway.extract import KeyExtractor
+from webhook_common.contract import IdOrigin
 
 CRYSTALLIZE = PROVIDER_DEFAULTS["crystallize"]
 crystallize_keys = KeyExtractor.build(
@@ -103,3 +104,43 @@ def test_bounded_keeps_short_values_and_hashes_long_ones() -> None:
     assert bounded("\ud800" * 300).startswith("sha256:")
     assert bounded("id-\ud800").startswith("sha256:")
     assert bounded("ordre-ø") == "ordre-ø"
+
+
+IDENTITY_BODY = b'{"action":"opened"}'
+
+
+@pytest.mark.parametrize(
+    ("policy", "verified_id", "signed", "origin", "kept"),
+    [
+        ("auto", "msg_1", True, IdOrigin.PROVIDER, ""),
+        ("auto", "d-1", False, IdOrigin.DIGEST, "d-1"),
+        ("provider", "d-1", False, IdOrigin.PROVIDER, ""),
+        ("digest", "msg_1", True, IdOrigin.DIGEST, "msg_1"),
+        ("auto", None, False, IdOrigin.DERIVED, ""),
+        ("digest", None, False, IdOrigin.DIGEST, ""),
+    ],
+)
+def test_identity_by_policy(
+    policy: str, verified_id: str | None, signed: bool, origin: IdOrigin, kept: str
+) -> None:
+    got_id, got_origin, got_kept = extract.identity(
+        policy, "gh", verified_id, signed, "POST", b"", IDENTITY_BODY
+    )
+    assert (got_origin, got_kept) == (origin, kept)
+    if origin is IdOrigin.PROVIDER:
+        assert got_id == verified_id
+    elif verified_id is not None:
+        assert got_id == extract.digest_id("gh", IDENTITY_BODY)
+    else:
+        assert got_id == extract.event_id("gh", "POST", b"", IDENTITY_BODY)
+
+
+def test_a_replay_with_a_fresh_unsigned_id_or_query_has_the_same_digest() -> None:
+    """What a body-only signature covers decides the id: a captured delivery resent
+    with a new delivery header, another method or query is still the same event."""
+    first = extract.identity("auto", "gh", "id-1", False, "POST", b"", IDENTITY_BODY)
+    replay = extract.identity("auto", "gh", "id-2", False, "PUT", b"x=1", IDENTITY_BODY)
+    assert first[0] == replay[0]
+    assert (first[2], replay[2]) == ("id-1", "id-2")
+    assert extract.digest_id("gh", IDENTITY_BODY) != extract.digest_id("other", IDENTITY_BODY)
+    assert extract.digest_id("gh", b"") != extract.event_id("gh", "POST", b"", b"")

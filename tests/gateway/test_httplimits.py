@@ -143,3 +143,56 @@ def test_connections_over_the_limit_are_closed_at_once() -> None:
         finally:
             for s in socks:
                 s.close()
+
+
+def signed_post(host_lines: str, version: str = "HTTP/1.1") -> bytes:
+    body = b'{"id": "x"}'
+    return (
+        f"POST {PATH} {version}\r\n{host_lines}X-Crystallize-Signature: {sign_hmac(SECRET, body)}"
+        f"\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_blank_lines_on_an_idle_keep_alive_connection_do_not_hold_it_open() -> None:
+    """Empty lines before a request line are skipped by the parser, but they are data:
+    they end uvicorn's keep-alive wait, so the head deadline must take over."""
+    timeout = LIMITS["header_timeout_seconds"]
+    with live_server({"http": LIMITS}) as server, server.connect() as sock:
+        sock.sendall(signed_post("Host: x\r\n"))
+        assert status_of(read_response(sock)) == 202
+        started = time.monotonic()
+        try:
+            for _ in range(3):
+                sock.sendall(b"\r\n")
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert closed_by_server(sock, within=timeout + 1.0)
+        assert time.monotonic() - started < timeout + 1.5
+
+
+def test_http_1_1_without_exactly_one_host_is_400() -> None:
+    with live_server({"http": LIMITS}) as server:
+        for host_lines in ("", "Host: a\r\nHost: b\r\n"):
+            with server.connect() as sock:
+                sock.sendall(signed_post(host_lines))
+                response = read_response(sock)
+            assert status_of(response) == 400, response
+            assert b"application/problem+json" in response
+            assert b"urn:webhook-gateway:problem:invalid-host" in response
+        assert server.metric("webhookgw_ingress_http_refused_total", reason="malformed") == 2
+        assert (
+            server.wait_metric(2, "webhookgw_ingress_requests_total", source="", status="400") == 2
+        )
+        assert server.producer.records == []
+
+
+def test_http_1_0_may_omit_host_but_not_repeat_it() -> None:
+    with live_server({"http": LIMITS}) as server:
+        with server.connect() as sock:
+            sock.sendall(signed_post("", "HTTP/1.0"))
+            assert status_of(read_response(sock)) == 202
+        with server.connect() as sock:
+            sock.sendall(signed_post("Host: a\r\nHost: a\r\n", "HTTP/1.0"))
+            assert status_of(read_response(sock)) == 400
+        assert len(server.producer.records) == 1

@@ -13,14 +13,17 @@ TopicFactory = Callable[..., Awaitable[str]]
 
 @pytest.fixture
 async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
-    """``await kafka_topic(partitions=3)`` creates a fresh topic, deleted after the test."""
+    """``await kafka_topic(partitions=3)`` creates a fresh topic, deleted after the test;
+    ``config`` sets topic configs (``{"max.message.bytes": "..."}``)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     created: list[str] = []
 
-    async def create(prefix: str = "t", partitions: int = 1) -> str:
+    async def create(
+        prefix: str = "t", partitions: int = 1, config: dict[str, str] | None = None
+    ) -> str:
         name = f"{prefix}.{uuid.uuid4().hex[:12]}"
-        await admin.create_topics([NewTopic(name, partitions, 1)])
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})])
         created.append(name)
         return name
 

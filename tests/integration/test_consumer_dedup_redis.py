@@ -31,6 +31,19 @@ async def test_marks_per_event_and_sink_with_ttl(store: RedisDedupStore, redis_u
         await store.aclose()
 
 
+async def test_each_mark_keeps_its_own_window(store: RedisDedupStore, redis_url: str) -> None:
+    try:
+        await asyncio.gather(store.mark("long", "a"), store.mark("short", "a", 7))
+        client = aioredis.from_url(redis_url)
+        try:
+            assert 100 < await client.ttl(store.key("long", "a")) <= 120
+            assert 0 < await client.ttl(store.key("short", "a")) <= 7
+        finally:
+            await client.aclose()
+    finally:
+        await store.aclose()
+
+
 async def test_concurrent_checks_and_marks_share_round_trips(store: RedisDedupStore) -> None:
     try:
         ids = [f"e{i}" for i in range(1000)]

@@ -61,12 +61,21 @@ async def test_topics_create_is_idempotent(kafka_bootstrap: str, tmp_path: Path)
         assert len(described[raw]["partitions"]) == 3
         assert len(described[dlq]["partitions"]) == 2
         assert len(described[extra]["partitions"]) == 6
-        # Source topics accept a record with a body at the limit plus headers.
+        # Every topic it creates accepts a record with a body at the limit plus headers:
+        # the source topics, and the others it lists (the dead-letter topic holds copies
+        # of raw records).
         configs = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, raw, {"max.message.bytes": None})]
+            [
+                ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None})
+                for name in (raw, dlq, extra)
+            ]
         )
-        entries = {e[0]: e[1] for e in configs[0].resources[0][4]}
-        assert int(entries["max.message.bytes"]) == 1024 * 1024 + 64 * 1024
+        limits = {
+            resource[3]: int(dict((e[0], e[1]) for e in resource[4])["max.message.bytes"])
+            for response in configs
+            for resource in response.resources
+        }
+        assert limits == dict.fromkeys((raw, dlq, extra), 1024 * 1024 + 64 * 1024)
     finally:
         await admin.delete_topics([raw, dlq, extra])
         await admin.close()

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.verifiers.crystallize import sign_hmac
 from tests.consumers.harness import ConsumerProcess, free_port, wait_until
+from tests.consumers.sinks.http_target import Target, serve
 from tests.deploy.support import (
     CONSUMERS_JOB,
     GATEWAY_JOB,
@@ -51,7 +52,9 @@ class Stack:
     prometheus_url: str
 
 
-def write_config(path: Path, bootstrap: str, raw: str, dlq: str, out: Path) -> Path:
+def write_config(
+    path: Path, bootstrap: str, raw: str, dlq: str, out: Path, refusing_url: str
+) -> Path:
     verifier = {"type": "crystallize", "mode": "hmac"}
     data: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
@@ -70,9 +73,9 @@ def write_config(path: Path, bootstrap: str, raw: str, dlq: str, out: Path) -> P
             "commit_interval_ms": 200,
             "sinks": {
                 "events": {"type": "file", "path": str(out), "fsync": "never"},
-                # Nothing listens there: retriable errors, retries, then the DLQ.
-                "broken": {"type": "http", "url": f"http://127.0.0.1:{free_port()}/hook",
-                           "timeout_seconds": 2},
+                # Refuses every event for good (422): dead letters. (Nothing listening
+                # would be an outage: held behind the sink's open circuit instead.)
+                "broken": {"type": "http", "url": refusing_url, "timeout_seconds": 2},
             },
             "retry": {"initial_ms": 10, "max_ms": 20, "max_attempts": 2},
             "routes": [{"name": "orders", "match": {"type": "order.*"},
@@ -152,7 +155,19 @@ async def stack(
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(raw, 3, 1), NewTopic(dlq, 1, 1)])
-    config = write_config(tmp / "config.yaml", kafka_bootstrap, raw, dlq, tmp / "events.jsonl")
+    # Each delivery to the broken sink: first a 503 (a retry), then a 422 (a dead letter).
+    refusing = Target()
+    refusing.answer(*([503, 422] * ORDERS * 2))
+    serving = contextlib.contextmanager(serve)(refusing)
+    serving.__enter__()
+    config = write_config(
+        tmp / "config.yaml",
+        kafka_bootstrap,
+        raw,
+        dlq,
+        tmp / "events.jsonl",
+        refusing.url + "/hook",
+    )
     gw = GatewayProcess(config, env={"WG_PROM_SECRET": SECRET})
     consumer = ConsumerProcess(config, tmp / "consumer.log")
     try:
@@ -174,6 +189,7 @@ async def stack(
     finally:
         consumer.stop_quietly()
         gw.stop()
+        serving.__exit__(None, None, None)
         await admin.delete_topics([raw, dlq])
         await admin.close()
 

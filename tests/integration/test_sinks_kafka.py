@@ -141,3 +141,55 @@ async def test_record_too_large_is_not_retriable(
         await sink.aclose()
     assert info.value.retriable is False
     assert "MessageSizeTooLargeError" in str(info.value)
+
+
+# What `gateway topics create` gives the raw topic: the default body_limit plus 64 KiB.
+RECORD_LIMIT = 1024 * 1024 + 64 * 1024
+
+
+async def _max_message_bytes(bootstrap: str, topic: str) -> int:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": None})]
+        )
+    finally:
+        await admin.close()
+    entries = {e[0]: e[1] for e in response.resources[0][4]}
+    return int(entries["max.message.bytes"])
+
+
+async def test_a_body_at_the_gateway_limit_is_republished(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, created_topics: list[str]
+) -> None:
+    # A 1 MiB body (the default body_limit) is a record the raw topic holds; the sink
+    # must be able to write it again, and size the topics it creates to hold it.
+    topic = await kafka_topic("at-limit", config={"max.message.bytes": str(RECORD_LIMIT)})
+    body = b'"' + b"x" * (1024 * 1024 - 2) + b'"'
+    context = SinkContext(
+        kafka_bootstrap, {"bootstrap_servers": kafka_bootstrap}, CollectorRegistry()
+    )
+    source = f"big{uuid.uuid4().hex[:8]}"
+    created_topics.append(f"events.{source}.order.created")
+    sections: dict[str, dict[str, Any]] = {
+        "fixed": {"type": "kafka", "topic": topic},
+        "made": {"type": "kafka", "topic": "events.{source}.{type}", "create_topics": True},
+    }
+    sinks = build_sinks(sections, context)
+    for sink in sinks.values():
+        await sink.start()
+    try:
+        for sink in sinks.values():
+            await asyncio.wait_for(
+                sink.send(make_event("k", body=body, source=source, type="order.created")), 60
+            )
+    finally:
+        for sink in sinks.values():
+            await sink.aclose()
+    for name in (topic, created_topics[0]):
+        (record,) = await read_topic(kafka_bootstrap, name, 1)
+        assert record.value == body
+    assert await _max_message_bytes(kafka_bootstrap, created_topics[0]) >= RECORD_LIMIT

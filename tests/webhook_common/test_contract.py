@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from webhook_common.contract import (
     H_ID,
+    H_ID_ORIGIN,
     H_SPECVERSION,
     EventMeta,
+    IdOrigin,
     format_time,
     parse_time,
 )
@@ -55,6 +57,31 @@ def test_round_trip_any_text(id_: str, source: str, type_: str, hdrs: dict[str, 
     meta = EventMeta(id=id_, source=source, type=type_, time=format_time(0), http_headers=hdrs)
     back = EventMeta.from_headers(meta.to_headers())
     assert (back.id, back.source, back.type, dict(back.http_headers)) == (id_, source, type_, hdrs)
+
+
+def test_id_origin_and_provider_id_round_trip() -> None:
+    meta = EventMeta(
+        id="d" * 64,
+        source="github",
+        type="push",
+        time=format_time(0),
+        id_origin=IdOrigin.DIGEST,
+        provider_id="72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    )
+    headers = dict(meta.to_headers())
+    assert headers["ce_idorigin"] == b"digest"
+    assert headers["ce_providerid"] == b"72d3162e-cc78-11e3-81ab-4c9367dc0958"
+    back = EventMeta.from_headers(meta.to_headers())
+    assert (back.id_origin, back.provider_id) == (IdOrigin.DIGEST, meta.provider_id)
+    assert "ce_providerid" not in dict(META.to_headers())
+
+
+@pytest.mark.parametrize("value", [None, b"", b"from-a-newer-gateway"])
+def test_an_absent_or_unknown_id_origin_reads_as_provider(value: bytes | None) -> None:
+    headers = [h for h in META.to_headers() if h[0] != H_ID_ORIGIN]
+    if value is not None:
+        headers.append((H_ID_ORIGIN, value))
+    assert EventMeta.from_headers(headers).id_origin is IdOrigin.PROVIDER
 
 
 def test_missing_required_header_is_named() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass
@@ -106,3 +107,110 @@ def serve(target: Target) -> Iterator[Target]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 that reads each request (head and ``Content-Length``
+    body) and answers with whatever ``answer`` writes to the socket, byte by byte if it
+    likes: for answers no HTTP framework would give (a head that never ends, a body
+    that never ends). ``sent`` counts the bytes written over all connections."""
+
+    def __init__(self, answer: Callable[[socket.socket, RawServer], None]) -> None:
+        self._answer = answer
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/hook"
+        self.sent = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> RawServer:
+        thread = threading.Thread(target=self._accept, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(10)
+        self._sock.close()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def count(self, n: int) -> None:
+        with self._lock:
+            self.sent += n
+
+    def _accept(self) -> None:
+        # Closing a listening socket does not wake a thread blocked in accept(): poll.
+        self._sock.settimeout(0.05)
+        while not self._stopped.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                while len(body) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    body += chunk
+                with self._lock:
+                    self.requests += 1
+                self._answer(conn, self)
+            except OSError:
+                return  # the client went away: what the tests want it to do
+
+
+def dripping_head(every: float = 0.05) -> Callable[[socket.socket, RawServer], None]:
+    """An answer whose head never ends: a status line, then one header line every
+    ``every`` seconds, each well within any per-read timeout."""
+
+    def answer(conn: socket.socket, server: RawServer) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\n")
+        while not server.stopped:
+            conn.sendall(b"X-Drip: 1\r\n")
+            server.count(11)
+            time.sleep(every)
+
+    return answer
+
+
+def endless_body(status: int = 200) -> Callable[[socket.socket, RawServer], None]:
+    """An answer with ``status`` and a chunked body that never ends."""
+
+    def answer(conn: socket.socket, server: RawServer) -> None:
+        conn.sendall(f"HTTP/1.1 {status} X\r\ntransfer-encoding: chunked\r\n\r\n".encode())
+        chunk = b"10000\r\n" + b"y" * 0x10000 + b"\r\n"
+        while not server.stopped:
+            conn.sendall(chunk)
+            server.count(len(chunk))
+
+    return answer

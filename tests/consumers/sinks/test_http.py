@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +19,14 @@ from standardwebhooks import Webhook
 from consumers.plugins import build_sinks
 from consumers.sinks import Sink, SinkContext, SinkError
 from consumers.testing import SinkContract, make_event
-from tests.consumers.sinks.http_target import Target, free_port, serve
+from tests.consumers.sinks.http_target import (
+    RawServer,
+    Target,
+    dripping_head,
+    endless_body,
+    free_port,
+    serve,
+)
 from webhook_common.errors import ConfigError
 
 WHSEC = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -240,3 +249,110 @@ async def test_every_request_carries_the_event_id_as_idempotency_key(target: Tar
     assert second.headers["idempotency-key"] == '"evt-\\"a\\"\\\\b"'
     # Not expressible as an RFC 8941 string: ours is left out (the static one remains).
     assert third.headers.get("idempotency-key") == "static"
+
+
+def test_header_names_and_static_values_that_cannot_be_sent_are_refused_at_config_time() -> None:
+    def refused(**options: Any) -> str:
+        with pytest.raises(ConfigError) as info:
+            build_sinks({"hook": {"type": "http", "url": "http://x", **options}}, context())
+        return str(info.value)
+
+    # A CR/LF in a value would end the header (or the head) early: header injection.
+    text = refused(headers={"X-Token": "s3cr3t\r\nX-Injected: 1"})
+    assert "consumers.sinks.hook.headers: got <redacted>" in text
+    assert "'X-Token'" in text
+    assert "control character" in text
+    assert "s3cr3t" not in text  # a static value is secret
+    assert "Injected" not in text
+    assert "consumers.sinks.hook.headers" in refused(headers={"Bad Name": "v"})
+    assert "consumers.sinks.hook.content_type" in refused(content_type="text/plain\nX: 1")
+    assert "consumers.sinks.hook.forward_headers" in refused(forward_headers=["x-a\r\nb"])
+    sign = {"scheme": "hmac-sha256", "secret": "k", "prefix": "sha256=\r\n"}
+    assert "consumers.sinks.hook.sign.prefix" in refused(sign=sign)
+
+
+async def test_a_control_character_in_an_event_header_is_dead_lettered_at_once(
+    target: Target,
+) -> None:
+    # The entity id (ce-subject) and forwarded provider headers come from the record:
+    # a CR or LF there can never be sent, so retrying is pointless.
+    from consumers.config import RetryConfig
+    from consumers.dedup import MemoryDedupStore
+    from consumers.delivery import Deliverer, Outcome
+    from consumers.dlq import DeadLetterWriter
+    from consumers.metrics import ConsumerMetrics
+    from consumers.record import SourceRecord
+    from consumers.retry import SinkRetry
+    from tests.consumers.fakes import FakeProducer
+
+    cases = [
+        (make_event("order-1\r\nX-Injected: 1"), "ce-subject"),
+        (make_event(headers={"x-crystallize-signature": "a\nb"}), "x-crystallize-signature"),
+        (make_event(headers={"x-crystallize-signature": "a\x00b"}), "x-crystallize-signature"),
+    ]
+    async with http_sink(url=target.url, forward_headers=["X-Crystallize-Signature"]) as sink:
+        for event, header in cases:
+            producer = FakeProducer()
+            metrics = ConsumerMetrics(CollectorRegistry())
+            deliverer = Deliverer(
+                {"hook": sink},
+                MemoryDedupStore(3600, 100),
+                {"hook": SinkRetry(RetryConfig(initial_ms=1, max_ms=2, max_attempts=8))},
+                metrics,
+                DeadLetterWriter(producer, "dlq", "g"),
+            )
+            rec = SourceRecord(
+                event.topic,
+                event.partition,
+                event.offset,
+                event.key.encode(),
+                event.body,
+                tuple(event.meta().to_headers()),
+            )
+            assert await deliverer.deliver(event, rec, "hook") is Outcome.DEAD_LETTERED
+            assert metrics.deliveries.labels("hook", "permanent_error")._value.get() == 1
+            assert metrics.deliveries.labels("hook", "retriable_error")._value.get() == 0
+            (letter,) = producer.sent
+            headers = dict(letter["headers"])
+            assert headers["dlq_reason"] == b"permanent"
+            error = headers["dlq_error"].decode()
+            assert f"header {header!r}" in error
+            assert "control character" in error
+            assert "Injected" not in error  # the value is not quoted
+    assert target.requests() == []  # nothing malformed went out
+
+
+async def test_a_head_that_never_ends_is_bounded_by_timeout_seconds() -> None:
+    server = RawServer(dripping_head()).start()
+    try:
+        async with http_sink(url=server.url, timeout_seconds=0.5) as sink:
+            started = time.monotonic()
+            with pytest.raises(SinkError) as info:
+                await asyncio.wait_for(sink.send(make_event()), 5)
+            elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert info.value.retriable is True
+    assert "no answer within 0.5 s" in str(info.value)
+    assert elapsed < 2.5
+
+
+@pytest.mark.parametrize(("status", "retriable"), [(200, None), (500, True), (400, False)])
+async def test_only_a_bounded_part_of_the_response_body_is_read(
+    status: int, retriable: bool | None
+) -> None:
+    server = RawServer(endless_body(status)).start()
+    try:
+        async with http_sink(url=server.url, timeout_seconds=30) as sink:
+            if retriable is None:
+                await asyncio.wait_for(sink.send(make_event()), 5)  # 2xx: delivered
+            else:
+                with pytest.raises(SinkError) as info:
+                    await asyncio.wait_for(sink.send(make_event()), 5)
+                assert info.value.retriable is retriable
+                assert f"answered {status}" in str(info.value)
+    finally:
+        server.stop()
+    # What the server got into the socket before the sink hung up: the sink's small
+    # read plus the kernel's buffers, not an unbounded stream.
+    assert server.sent < 32 * 1024 * 1024

@@ -39,3 +39,27 @@ def test_config_error_names_the_key() -> None:
         build_sinks({"bus": {"type": "kafka", "topic": "events.{key}"}}, context)
     assert "consumers.sinks.bus.topic: got 'events.{key}'" in str(info.value)
     assert "{source} and {type}" in str(info.value)
+
+
+async def test_a_cancelled_produce_is_a_retriable_failure_not_a_delivery() -> None:
+    # A produce future cancelled under the sink (the producer stopping) tells nothing
+    # about whether the broker has the record.
+    import asyncio
+    from typing import Any
+
+    from consumers.sinks.kafka import KafkaSink
+
+    class CancellingProducer:
+        async def send(self, topic: str, **kw: Any) -> asyncio.Future[Any]:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.cancel()
+            return future
+
+    context = SinkContext("127.0.0.1:9092", {}, CollectorRegistry())
+    sink = build_sinks({"bus": {"type": "kafka", "topic": "t"}}, context)["bus"]
+    assert isinstance(sink, KafkaSink)
+    sink._producer = CancellingProducer()
+    with pytest.raises(SinkError) as info:
+        await sink.send(make_event())
+    assert info.value.retriable is True
+    assert "cancelled" in str(info.value)

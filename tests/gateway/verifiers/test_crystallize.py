@@ -10,7 +10,7 @@ import time
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 import pytest
@@ -321,7 +321,11 @@ def test_get_fallback_matches_node(vector: dict[str, Any]) -> None:
     token = encode(claims(vector["sha256"]))
     req = request("GET", vector["url"], b"", token)
     configured = verifier(webhook_url=vector["webhook_url"])
-    if vector["body_keys"]:
+    names = [name for name, _ in parse_qsl(urlsplit(vector["url"]).query, keep_blank_values=True)]
+    if len(set(names)) != len(names):
+        # Node folds the repeat away and accepts; the gateway refuses (see the verifier).
+        assert rejected(configured, req).reason == "malformed"
+    elif vector["body_keys"]:
         assert configured.verify(req).secret_index == 0
     else:  # no new parameters: Crystallize's verifier has no fallback to try either
         assert rejected(configured, req).reason == "mismatch"
@@ -347,6 +351,55 @@ def test_get_fallback_tampering_is_rejected() -> None:
     assert rejected(v, request("GET", tampered, b"", token)).reason == "mismatch"
     extra = vector["url"] + "&admin=1"
     assert rejected(v, request("GET", extra, b"", token)).reason == "mismatch"
+
+
+WEBHOOK_URL = "https://hooks.example.com/webhooks/crystallize"
+
+
+def fallback_token(webhook_url: str, params: dict[str, str]) -> str:
+    """A token for the GET fallback challenge: ``url`` = the configured URL, ``body`` =
+    the query parameters that URL does not name."""
+    body = json.dumps(params, separators=(",", ":")).encode()
+    return encode(claims(challenge_hash(webhook_url, "GET", body)))
+
+
+def test_get_fallback_refuses_a_query_that_repeats_a_name() -> None:
+    # The challenge folds repeated names last-wins, the gateway reads key and event type
+    # first-wins: a token for ?id=P1&concern=product must not carry a forged key and type.
+    token = fallback_token(WEBHOOK_URL, {"id": "P1", "concern": "product"})
+    v = verifier(webhook_url=WEBHOOK_URL)
+    genuine = request("GET", WEBHOOK_URL + "?id=P1&concern=product", b"", token)
+    assert v.verify(genuine).secret_index == 0
+    forged = WEBHOOK_URL + "?id=ATTACKER&concern=evil&id=P1&concern=product"
+    err = rejected(v, request("GET", forged, b"", token))
+    assert err.reason == "malformed"
+    assert "repeats a parameter name" in err.detail
+    # Names are compared as the gateway reads them: percent-decoded.
+    encoded = WEBHOOK_URL + "?%69d=ATTACKER&id=P1&concern=product"
+    assert rejected(v, request("GET", encoded, b"", token)).reason == "malformed"
+
+
+def test_get_fallback_binds_the_request_path() -> None:
+    # The fallback challenge holds the configured URL, not the one called: the request
+    # must have gone to that URL's path, else an event-type segment rides along unsigned.
+    token = fallback_token(WEBHOOK_URL, {"id": "P1"})
+    v = verifier(webhook_url=WEBHOOK_URL)
+    assert v.verify(request("GET", WEBHOOK_URL + "?id=P1", b"", token)).secret_index == 0
+    for path in ("/webhooks/crystallize/evil.type", "/webhooks/%63rystallize", "/elsewhere"):
+        url = f"https://hooks.example.com{path}?id=P1"
+        assert rejected(v, request("GET", url, b"", token)).reason == "mismatch", url
+
+
+def test_get_fallback_binds_the_configured_parameters() -> None:
+    # The configured URL's own parameters are not in the challenge body; the request
+    # must carry them with the configured values, or their values are unsigned.
+    configured = WEBHOOK_URL + "?concern=item"
+    token = fallback_token(configured, {"id": "P1"})
+    v = verifier(webhook_url=configured)
+    assert v.verify(request("GET", configured + "&id=P1", b"", token)).secret_index == 0
+    for query in ("?concern=evil&id=P1", "?id=P1"):
+        tampered = WEBHOOK_URL + query
+        assert rejected(v, request("GET", tampered, b"", token)).reason == "mismatch", query
 
 
 def test_first_challenge_still_works_for_get_with_webhook_url() -> None:
@@ -427,6 +480,8 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         CrystallizeConfig(webhook_url="/webhooks/crystallize")
     with pytest.raises(ValidationError):
         CrystallizeConfig(webhook_url="ftp://example.com/x")
+    with pytest.raises(ValidationError, match="repeat"):
+        CrystallizeConfig(webhook_url="https://example.com/w?a=1&a=2")
     url = "https://Example.com:443/w?b=2&a=1"
     assert CrystallizeConfig(webhook_url=url).webhook_url == url  # verbatim: it is hashed
 
