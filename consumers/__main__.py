@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,15 @@ from consumers.dlq import DeadLetterWriter
 from consumers.metrics import ConsumerMetrics
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkContext
+from consumers.sinks.kafka import KafkaSink
 from webhook_common.admin import Probe, admin_app
 from webhook_common.cli import exit_status
-from webhook_common.config import secret_values
+from webhook_common.config import KafkaSettings, secret_values
 from webhook_common.errors import ConfigError, StartupError
 from webhook_common.logs import Redactor, setup_logging
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
+from webhook_common.topicsizes import TopicLimits, fetch_max_message_bytes, shortfalls
 
 log = logging.getLogger("consumers")
 
@@ -217,6 +219,56 @@ def _producer(settings: ConsumerConfig) -> AIOKafkaProducer:
     )
 
 
+def _written_topics(settings: ConsumerConfig, sinks: Mapping[str, Sink]) -> dict[str, list[str]]:
+    """The topics the consumers write, each with the ``kafka`` sinks writing it: the DLQ
+    topic, and each sink's topic when its template has no placeholders."""
+    topics: dict[str, list[str]] = {settings.consumers.dlq_topic: []}
+    for name, sink in sinks.items():
+        topic = sink.fixed_topic if isinstance(sink, KafkaSink) else None
+        if topic is not None:
+            topics.setdefault(topic, []).append(name)
+    return topics
+
+
+def topic_size_problems(
+    settings: ConsumerConfig, sinks: Mapping[str, Sink], limits: TopicLimits
+) -> list[str]:
+    """One message per written topic whose ``max.message.bytes`` is below
+    ``consumers.max_record_bytes``: what is written there are records of the consumed
+    topics, as large as those."""
+    cfg = settings.consumers
+    writers = _written_topics(settings, sinks)
+    messages = []
+    for short in shortfalls(limits, dict.fromkeys(writers, cfg.max_record_bytes)):
+        effects = []
+        if short.topic == cfg.dlq_topic:
+            effects.append(
+                f"dead letters above {short.limit} bytes will be written as `too_large` "
+                "references (the original stays in its topic, for `replay --offsets`)"
+            )
+        effects += [
+            f"events above {short.limit} bytes that sink {name!r} republishes will be "
+            "refused by the broker and dead-lettered"
+            for name in writers[short.topic]
+        ]
+        messages.append(short.message(settings.kafka.bootstrap_servers, "; ".join(effects)))
+    return messages
+
+
+Describe = Callable[[KafkaSettings, Sequence[str]], Awaitable[TopicLimits]]
+
+
+async def check_topic_sizes(
+    settings: ConsumerConfig, sinks: Mapping[str, Sink], describe: Describe | None = None
+) -> None:
+    """Warn, never fail: a record too large for its topic is still accounted for (a
+    ``too_large`` reference, a dead letter) and the other records flow."""
+    read = describe if describe is not None else fetch_max_message_bytes
+    limits = await read(settings.kafka, list(_written_topics(settings, sinks)))
+    for problem in topic_size_problems(settings, sinks, limits):
+        log.warning(problem)
+
+
 def _retries(
     settings: ConsumerConfig, names: Sequence[str], metrics: ConsumerMetrics
 ) -> dict[str, SinkRetry]:
@@ -255,6 +307,7 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     producer = _producer(settings)
     await producer.start()
     try:
+        await check_topic_sizes(settings, rt.sinks)
         async with _started(rt, list(rt.sinks)):
             deliverer = Deliverer(
                 rt.sinks,

@@ -60,6 +60,7 @@ class Profile:
     sink_down: float
     dlq_events: int
     redis_outage: float
+    large_events: int  # bodies at the source's body_limit (scenario 9)
     settle: float  # most time to wait for every acked id to be delivered
 
 
@@ -75,6 +76,7 @@ FULL = Profile(
     sink_down=600.0,  # ten minutes: longer than any retry policy, on the shipped one
     dlq_events=300,
     redis_outage=15.0,
+    large_events=30,
     settle=180.0,
 )
 
@@ -91,6 +93,7 @@ SHORT = replace(
     sink_down=5.0,
     dlq_events=40,
     redis_outage=4.0,
+    large_events=4,
     settle=90.0,
 )
 
@@ -114,11 +117,16 @@ def _uid() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def http_sink(hook: Target) -> dict[str, dict[str, Any]]:
+    """The ``sinks`` of a scenario whose only sink is the counting target ``hook``."""
+    return {"hook": {"type": "http", "url": hook.url}}
+
+
 def config(
     env: Env,
-    bootstrap: str,
-    raw: str,
-    dlq: str,
+    bootstrap: str | None = None,
+    raw: str | None = None,
+    dlq: str | None = None,
     *,
     sinks: dict[str, dict[str, Any]],
     redis_url: str | None = None,
@@ -126,7 +134,11 @@ def config(
     ack_timeout: float = 2.0,
     group: str | None = None,
 ) -> dict[str, Any]:
-    """The shared YAML document of one scenario (gateway and consumer sections)."""
+    """The shared YAML document of one scenario (gateway and consumer sections): on
+    the shared Kafka and fresh topics unless told otherwise."""
+    bootstrap = bootstrap or env.kafka_bootstrap
+    raw = raw or f"faults.raw.{_uid()}"
+    dlq = dlq or f"faults.dlq.{_uid()}"
     return {
         "kafka": {"bootstrap_servers": bootstrap},
         "topics": [
@@ -483,13 +495,7 @@ async def sink_down(env: Env, profile: Profile) -> Result:
     circuit is open, and all are delivered once it is back; none dead-lettered."""
     name = f"3a sink down {profile.sink_down:g} s"
     async with target() as hook:
-        cfg = config(
-            env,
-            env.kafka_bootstrap,
-            f"faults.raw.{_uid()}",
-            f"faults.dlq.{_uid()}",
-            sinks={"hook": {"type": "http", "url": hook.url}},
-        )
+        cfg = config(env, sinks=http_sink(hook))
         async with stack(env, "s3a", cfg) as s:
             gw, _ = await s.start()
             load = traffic(env, gw, profile, profile.before * 2 + profile.sink_down)
@@ -526,7 +532,7 @@ async def sink_dlq_replay(env: Env, profile: Profile) -> Result:
             env.kafka_bootstrap,
             raw,
             dlq,
-            sinks={"hook": {"type": "http", "url": hook.url}},
+            sinks=http_sink(hook),
         )
         async with stack(env, "s3b", cfg) as s:
             gw, _ = await s.start()
@@ -573,13 +579,7 @@ async def sink_dlq_replay(env: Env, profile: Profile) -> Result:
 async def gateway_sigterm(env: Env, profile: Profile) -> Result:
     name = "4 gateway SIGTERM under load"
     async with target() as hook:
-        cfg = config(
-            env,
-            env.kafka_bootstrap,
-            f"faults.raw.{_uid()}",
-            f"faults.dlq.{_uid()}",
-            sinks={"hook": {"type": "http", "url": hook.url}},
-        )
+        cfg = config(env, sinks=http_sink(hook))
         async with stack(env, "s4", cfg) as s:
             gw, _ = await s.start()
             load = traffic(env, gw, profile, profile.before + 30)
@@ -613,7 +613,7 @@ async def redis_outage(env: Env, profile: Profile) -> Result:
                 env.kafka_bootstrap,
                 f"faults.raw.{_uid()}",
                 f"faults.dlq.{_uid()}",
-                sinks={"hook": {"type": "http", "url": hook.url}},
+                sinks=http_sink(hook),
                 redis_url=f"redis://127.0.0.1:{redis.port}/0",
             )
             async with stack(env, "s5", cfg) as s:
@@ -661,6 +661,33 @@ async def spool_disk_full(env: Env, profile: Profile) -> Result:
     return await scenario(env, profile)
 
 
+# --- 8. spooled records for a deleted topic (faults/unproducible_scenario.py)
+
+
+async def unproducible_in_spool(env: Env, profile: Profile) -> Result:
+    from faults.unproducible_scenario import unproducible_in_spool as scenario
+
+    return await scenario(env, profile)
+
+
+# --- 9. events at body_limit that the sink refuses for good (faults/large_scenario.py)
+
+
+async def large_refused(env: Env, profile: Profile) -> Result:
+    from faults.large_scenario import large_refused as scenario
+
+    return await scenario(env, profile)
+
+
+# --- 10. connections held idle by a blank line (faults/idle_scenario.py) ------------
+
+
+async def crlf_idle_connections(env: Env, profile: Profile) -> Result:
+    from faults.idle_scenario import crlf_idle_connections as scenario
+
+    return await scenario(env, profile)
+
+
 SCENARIOS: dict[str, Callable[[Env, Profile], Awaitable[Result]]] = {
     "1": kafka_outage,
     "2": consumer_kills,
@@ -670,4 +697,7 @@ SCENARIOS: dict[str, Callable[[Env, Profile], Awaitable[Result]]] = {
     "5": redis_outage,
     "6": durable_spool,
     "7": spool_disk_full,
+    "8": unproducible_in_spool,
+    "9": large_refused,
+    "10": crlf_idle_connections,
 }

@@ -5,7 +5,8 @@ counting endpoint an ``http`` sink delivers to.
 The target records every delivery it answered 2xx — its ``ce-id``, ``ce-subject``,
 body and ``Idempotency-Key`` — so duplicates are seen (the postgres sink cannot show
 them: it inserts each id once by design). ``status`` and ``delay`` can be switched at
-run time to simulate a sink that is down or slow.
+run time to simulate a sink that is down or slow; ``refuse_over`` refuses (422, for
+good) bodies larger than that many bytes and takes the rest.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Target:
         self.port = port or free_port()
         self.status = status
         self.delay = delay
+        self.refuse_over: int | None = None
         self.received: list[tuple[str, str, bytes]] = []
         self.idempotency_keys: list[str] = []
         self.requests = 0
@@ -95,6 +97,8 @@ class Target:
             if self.delay:
                 await asyncio.sleep(self.delay)
             status = self.status
+            if self.refuse_over is not None and len(body) > self.refuse_over:
+                status = 422
             self.requests += 1  # one event loop thread: no lock needed
             if 200 <= status < 300:
                 h = request.headers

@@ -88,12 +88,15 @@ def _setup_logging(cfg: gwconfig.GatewayConfig) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import server
+    from gateway.topics import check_topic_sizes
 
     if args.worker is not None:
         return _serve_worker(args)
     cfg = gwconfig.load_config(args.config)
     _setup_logging(cfg)
     sources = build_sources(cfg, VerifierRegistry())
+    # Here, once, rather than in each worker: N workers would log N copies of it.
+    run(check_topic_sizes(cfg))
     if args.workers is not None:
         count, count_key = args.workers, "--workers"
     else:
@@ -143,12 +146,36 @@ def _serve_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_topics_create(args: argparse.Namespace) -> int:
-    from gateway.topics import create_topics
+    from gateway.topics import create_topics, exit_status_for
 
     cfg = gwconfig.load_config(args.config)
-    for outcome in run(create_topics(cfg)):
+    outcomes = run(create_topics(cfg))
+    for outcome in outcomes:
         print(outcome.describe())
-    return 0
+    return exit_status_for(outcomes)
+
+
+def cmd_spool_resend(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gateway.spool.rejected import resend_spool
+
+    cfg = gwconfig.load_config(args.config)
+    root = Path(args.path) if args.path else cfg.gateway.spool.path
+    report = run(resend_spool(cfg, root, args.timeout))
+    print(
+        f"resent {report.sent} record(s) from {report.files} file(s) under {root}; "
+        f"kept {len(report.failed)}"
+    )
+    for line in report.failed:
+        print(f"kept: {line}", file=sys.stderr)
+    if report.unreadable_bytes:
+        print(
+            f"skipped {report.unreadable_bytes} unreadable byte(s) at the end of a file "
+            "(an interrupted append: those records are still in the journal)",
+            file=sys.stderr,
+        )
+    return 1 if report.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,6 +245,35 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
     create.set_defaults(func=cmd_topics_create)
+
+    spool = sub.add_parser(
+        "spool",
+        help="work with the durable spool's files",
+        description="Work with the durable spool's files (gateway.spool).",
+    )
+    spool_sub = spool.add_subparsers(dest="spool_command", required=True, metavar="ACTION")
+    resend = spool_sub.add_parser(
+        "resend",
+        help="produce again the records the spool set aside (Kafka refused them for good)",
+        description="Produce again every record the drainer set aside in a `rejected` file "
+        "because Kafka refused it for good (e.g. its topic was deleted after the record was "
+        "accepted). Run it once the cause is fixed; a running gateway may keep serving. "
+        "Records Kafka refuses again are kept; exit status 1 then.",
+        epilog="example:\n  python -m gateway spool resend --config deploy/config/quickstart.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    resend.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
+    resend.add_argument(
+        "--path", metavar="DIR", help="the spool directory (default: gateway.spool.path)"
+    )
+    resend.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for Kafka's acknowledgement of each record (default 30)",
+    )
+    resend.set_defaults(func=cmd_spool_resend)
 
     send_command.add_parser(sub)
     return parser

@@ -38,7 +38,7 @@ from gateway.config import GatewaySection
 from gateway.deadlines import Deadlines, cancel_task_at
 from gateway.metrics import IngressMetrics
 from gateway.openapi import create_api
-from gateway.producer import ProduceError, Record, RecordProducer
+from gateway.producer import ProduceError, Record, RecordProducer, unknown_topic
 from gateway.sources import Source
 from gateway.spool import Spool
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
@@ -367,6 +367,9 @@ class Ingress:
         produce_started = time.perf_counter()
         try:
             if spool is not None and spool.active:
+                if not self.producer.topic_known(source.topic):
+                    # Journaled, it would be answered 202 and never drain.
+                    raise unknown_topic(source.topic)
                 # Queue behind the spooled records, so none for this key is overtaken.
                 record = Record(source.topic, key, body, record_headers)
                 await spool.append(record, source=source.name, reason="backlog")

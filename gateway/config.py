@@ -171,6 +171,12 @@ class GatewaySection(StrictModel):
     # Gateway processes behind one webhook port (`serve --workers` wins). 1: a single
     # process, no supervisor. Containers keep 1 and scale with replicas.
     workers: int = Field(default=1, ge=1, le=64)
+    # At start-up, compare each source topic's max.message.bytes with the largest record
+    # its sources send. `warn` logs an error and serves: topic configs drift apart from
+    # deployments (another team, a broker upgrade), and refusing to start would turn
+    # "large webhooks refused" into "all webhooks refused". `fail` refuses to start, for
+    # pipelines that provision topics with the gateway; `off` asks Kafka nothing.
+    check_topic_sizes: Literal["warn", "fail", "off"] = "warn"
 
 
 class TopicSpec(StrictModel):

@@ -10,6 +10,7 @@ retries, consumers deduplicate by event id if the record did land after all).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -75,8 +76,15 @@ class RecordProducer(Protocol):
         """``None`` when ready, else why not (for ``/readyz``)."""
         ...
 
+    def topic_known(self, topic: str) -> bool:
+        """False only when Kafka answered metadata without ``topic`` (never during an
+        outage, which leaves the last metadata in place)."""
+        ...
+
 
 KAFKA_UNREACHABLE = "Kafka unreachable"
+# How old the list of missing topics may be before a lookup refreshes it (seconds).
+MISSING_TOPICS_MAX_AGE = 1.0
 
 
 def is_outage(reason: str) -> bool:
@@ -85,7 +93,7 @@ def is_outage(reason: str) -> bool:
     return reason.startswith(KAFKA_UNREACHABLE)
 
 
-def _unknown_topic(topic: str) -> ProduceError:
+def unknown_topic(topic: str) -> ProduceError:
     # Not retriable: journaling it would 202 a record that no drain can deliver until
     # someone creates the topic, and hold every later spooled record behind it.
     return ProduceError(
@@ -120,6 +128,11 @@ class KafkaProducer:
         self._topics = tuple(dict.fromkeys(topics))
         self._producer: AIOKafkaProducer | None = None
         self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
+        # The topics the last full metadata answer lacked. aiokafka's own cluster view
+        # holds only the topics of its last request, so it cannot say which are missing.
+        self._missing: frozenset[str] = frozenset()
+        self._missing_at = float("-inf")
+        self._refresh: asyncio.Task[None] | None = None
         self._deadlines: dict[float, Deadlines] = {}
 
     def client_kwargs(self) -> dict[str, Any]:
@@ -160,7 +173,26 @@ class KafkaProducer:
             return list(self._topics)
         metadata = await self._producer.client.fetch_all_metadata()
         known = metadata.topics()
-        return [t for t in self._topics if t not in known]
+        missing = [t for t in self._topics if t not in known]
+        self._missing, self._missing_at = frozenset(missing), time.monotonic()
+        return missing
+
+    def topic_known(self, topic: str) -> bool:
+        """From the last full metadata answer, refreshed in the background when older
+        than a second: a topic deleted meanwhile still looks known for that long. An
+        outage keeps the last answer, so it never makes a topic look missing."""
+        if (
+            time.monotonic() - self._missing_at > MISSING_TOPICS_MAX_AGE
+            and self._producer is not None
+            and (self._refresh is None or self._refresh.done())
+        ):
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_missing())
+        return topic not in self._missing
+
+    async def _refresh_missing(self) -> None:
+        with contextlib.suppress(KafkaError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self.missing_topics()
 
     async def send(
         self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
@@ -180,23 +212,17 @@ class KafkaProducer:
         except asyncio.CancelledError:
             if not timer.caused():
                 raise
-            if delivery is None and self._unknown(topic):
-                raise _unknown_topic(topic) from None
+            if delivery is None and not self.topic_known(topic):
+                raise unknown_topic(topic) from None
             raise ProduceError(
                 "timeout", f"Kafka did not acknowledge within {deadline:g} s", pending=delivery
             ) from None
         except KafkaError as exc:
-            if self._unknown(topic):
-                raise _unknown_topic(topic) from exc
+            if not self.topic_known(topic):
+                raise unknown_topic(topic) from exc
             raise _refused(exc) from exc
         finally:
             timer.cancel()
-
-    def _unknown(self, topic: str) -> bool:
-        """Kafka answered metadata and the topic is not in it. A broker that cannot be
-        reached leaves the last metadata in place, so an outage never looks like this."""
-        producer = self._producer
-        return producer is not None and topic not in producer.client.cluster.topics()
 
     async def enqueue(self, record: Record) -> asyncio.Future[Any]:
         """Hand ``record`` to the producer without waiting for Kafka; the future
@@ -204,6 +230,8 @@ class KafkaProducer:
         the other keep that order per partition (idempotent producer). The durable
         spool drains through this."""
         producer = self._running()
+        if not self.topic_known(record.topic):
+            raise unknown_topic(record.topic)
         try:
             future: asyncio.Future[Any] = await producer.send(
                 record.topic, value=record.value, key=record.key, headers=record.headers
@@ -236,6 +264,8 @@ class KafkaProducer:
     async def stop(self) -> None:
         """Deliver everything buffered, then disconnect."""
         producer, self._producer = self._producer, None
+        if self._refresh is not None:
+            self._refresh.cancel()
         if producer is None:
             return
         try:

@@ -83,14 +83,14 @@ def create_admin_app(
 
     async def ready() -> Probe:
         reason = await not_ready_reason()
-        if reason is not None:
-            return Probe(False, f"not ready: {reason}")
         if spool is None:
-            return Probe(True)
+            return Probe(True) if reason is None else Probe(False, f"not ready: {reason}")
         extra: dict[str, Any] = {"spool": spool.status()}
         kafka = await producer.readiness()
         if kafka is not None:
             extra["kafka"] = kafka
+        if reason is not None:
+            return Probe(False, f"not ready: {reason}", extra=extra)
         return Probe(True, extra=extra)
 
     async def on_scrape() -> None:

@@ -17,6 +17,7 @@ process can count them.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -89,6 +90,8 @@ def admin_app(
             if result.ok:
                 return answered(request, JSONResponse({"status": ok_status, **result.extra}))
             p = problem.unavailable(result.detail or f"{request.url.path[1:]} failed", 1)
+            if result.extra:  # what the probe knows besides why (a backlog, open circuits)
+                p = dataclasses.replace(p, extensions=result.extra)
             return answered(request, problem.response(p, request.url.path))
 
         return endpoint

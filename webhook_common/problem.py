@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -28,6 +29,8 @@ class Problem:
     slug: str
     detail: str
     headers: tuple[tuple[bytes, bytes], ...] = ()
+    # RFC 9457 extension members, after the standard ones (which they cannot replace).
+    extensions: Mapping[str, Any] | None = None
 
     @property
     def type(self) -> str:
@@ -38,15 +41,16 @@ class Problem:
         return HTTPStatus(self.status).phrase
 
     def body(self, instance: str) -> bytes:
-        return orjson.dumps(
-            {
-                "type": self.type,
-                "title": self.title,
-                "status": self.status,
-                "detail": self.detail,
-                "instance": instance,
-            }
-        )
+        members: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "instance": instance,
+        }
+        for name, value in (self.extensions or {}).items():
+            members.setdefault(name, value)
+        return orjson.dumps(members)
 
 
 _SLUGS = {404: "not-found", 405: "method-not-allowed"}

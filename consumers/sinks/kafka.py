@@ -125,6 +125,15 @@ class KafkaSink:
         self._ready_topics: dict[str, asyncio.Future[None]] = {}
         self._closed = False
 
+    @property
+    def fixed_topic(self) -> str | None:
+        """The one topic the sink writes when ``topic`` has no placeholders, else None
+        (which topics a template gives is known only as events arrive)."""
+        template = self.config.topic
+        if template_fields(template):
+            return None
+        return _ILLEGAL.sub("_", template.format())[:_MAX_TOPIC]
+
     async def start(self) -> None:
         if self._closed:
             raise SinkError(f"{self._where} is closed", retriable=True)

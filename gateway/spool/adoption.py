@@ -49,6 +49,17 @@ def worker_dirs(root: Path, index: int, count: int) -> tuple[Path, list[Path]]:
     return own, orphans
 
 
+def journal_dirs(root: Path) -> list[Path]:
+    """``root`` and every worker journal directory under it, whatever the number of
+    workers (for tools that read all journals, such as ``spool resend``)."""
+    dirs = [root]
+    if root.is_dir():
+        dirs += sorted(
+            p for p in root.iterdir() if p.is_dir() and p.name.startswith(WORKER_DIR_PREFIX)
+        )
+    return dirs
+
+
 def adopt_journal(
     journal: Journal, recovery: Recovery, orphan: Path, batch: int, *, is_root: bool
 ) -> Recovery:

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.producer import Record
-from gateway.spool.codec import FRAME, decode, encode
+from gateway.spool.codec import FRAME, decode
+from gateway.spool.rejected import append_rejected
 from webhook_common.errors import WebhookGatewayError
 
 log = logging.getLogger("gateway.spool")
@@ -339,15 +340,9 @@ class Journal:
         return self.directory / "rejected"
 
     def reject(self, records: Sequence[Record]) -> None:
-        """Append ``records`` (journal frames) to the ``rejected`` file and fsync."""
-        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            data = memoryview(b"".join(encode(r) for r in records))
-            while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        """Set ``records`` aside in the ``rejected`` file, fsynced
+        (:mod:`gateway.spool.rejected`)."""
+        append_rejected(self.rejected_path, records)
 
     def sync(self) -> None:
         os.fsync(self._fd)

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from consumers.replay import parse_offsets, parse_time_arg
+from tests.cli import run_module
 from webhook_common.errors import ConfigError
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=cwd,
-    )
+    return run_module("consumers", *args, cwd=cwd)
 
 
 @pytest.mark.parametrize("command", ["run", "replay"])

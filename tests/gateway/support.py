@@ -110,6 +110,7 @@ class FakeProducer:
     gate: asyncio.Event | None = None
     ready: str | None = None
     deadlines: list[float] = field(default_factory=list)
+    unknown: set[str] = field(default_factory=set)  # topics Kafka says it does not have
 
     async def send(
         self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
@@ -123,6 +124,9 @@ class FakeProducer:
 
     async def readiness(self) -> str | None:
         return self.ready
+
+    def topic_known(self, topic: str) -> bool:
+        return topic not in self.unknown
 
 
 def config(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
+from tests.cli import run_module
 from tests.gateway.support import free_port
 
 SECRET = "cli-secret-never-printed-31337"
@@ -19,15 +19,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     environ = {**os.environ, **(env or {})}
     if env is None:
         environ.pop("CRYSTALLIZE_SIGNATURE_SECRET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=environ,
-        cwd=ROOT,
-    )
+    return run_module("gateway", *args, env=environ, cwd=ROOT)
 
 
 def write(tmp_path: Path, data: object) -> Path:

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from gateway.config import ProducerSettings
-from gateway.producer import KafkaProducer, ProduceError
+from gateway.producer import KafkaProducer, ProduceError, Record
 from tests.gateway.support import read_topic
 from tests.integration.conftest import TopicFactory
 from webhook_common.config import KafkaSettings
@@ -88,6 +88,34 @@ async def test_a_topic_kafka_does_not_know_is_refused_not_retriable_at_the_deadl
     assert not caught.value.retriable
     assert missing in str(caught.value)
     assert 0.5 <= elapsed < 2.0
+
+
+async def test_a_missing_topic_never_makes_an_existing_one_look_missing(
+    kafka_bootstrap: str, kafka_topic: TopicFactory
+) -> None:
+    """aiokafka's cluster metadata holds only the topics of its last request: asking
+    for a missing topic must not make the others unknown (their records would be
+    refused, or never journaled, although Kafka has the topic)."""
+    existing = await kafka_topic("known", partitions=1)
+    missing = f"missing.{uuid.uuid4().hex[:12]}"
+    p = producer(kafka_bootstrap, [existing, missing])
+    await p.start()
+    try:
+        with pytest.raises(ProduceError):
+            await p.send(missing, b"key", b"value", HEADERS, 0.5)
+        await asyncio.sleep(1.2)  # past any cache of the last full metadata answer
+        with pytest.raises(ProduceError):
+            await p.send(missing, b"key", b"value", HEADERS, 0.5)
+        assert p.topic_known(existing)
+        assert not p.topic_known(missing)
+        future = await p.enqueue(Record(existing, b"k", b"v", HEADERS))
+        await asyncio.wait_for(future, 10)
+        with pytest.raises(ProduceError) as caught:
+            await p.enqueue(Record(missing, b"k", b"v", HEADERS))
+    finally:
+        await p.stop()
+    assert caught.value.reason == "unknown_topic"
+    assert not caught.value.retriable
 
 
 async def test_cancellation_from_elsewhere_is_not_a_timeout(

@@ -56,6 +56,12 @@ class Gateway:
         )
 
 
+def produce_failures(gw: Gateway, reason: str) -> float:
+    return metric(
+        gw.registry, "webhookgw_ingress_produce_failures_total", source="shop", reason=reason
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(
     tmp_path: Path, **spool: Any
@@ -179,6 +185,24 @@ async def test_readyz_is_503_when_topics_are_missing_even_with_a_spool(
         r = await c.get("/readyz")
     assert r.status_code == 503
     assert "topics missing" in r.text
+    # Not ready, the backlog is still reported: it is what an operator looks at next.
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["spool"]["records"] == 0
+
+
+async def test_an_unknown_topic_is_503_even_while_records_queue_behind_the_spool(
+    tmp_path: Path,
+) -> None:
+    """While the spool holds records, new ones are journaled behind them without going
+    to the producer: the topic must still be one Kafka knows, or the 202 is a lie."""
+    async with running(tmp_path) as (gw, producer, _):
+        assert (await gw.post(body(1))).status_code == 202  # spooled: Kafka down
+        assert gw.spool.active
+        producer.unknown = {"webhooks.raw"}
+        r = await gw.post(body(2))
+        assert r.status_code == 503
+        assert gw.spool.records == 1
+        assert produce_failures(gw, "unknown_topic") == 1
 
 
 async def test_an_unknown_topic_is_503_at_once_never_spooled(tmp_path: Path) -> None:
@@ -187,15 +211,7 @@ async def test_an_unknown_topic_is_503_at_once_never_spooled(tmp_path: Path) -> 
         r = await gw.post(body(1))
         assert r.status_code == 503
         assert gw.spool.records == 0
-        assert (
-            metric(
-                gw.registry,
-                "webhookgw_ingress_produce_failures_total",
-                source="shop",
-                reason="unknown_topic",
-            )
-            == 1
-        )
+        assert produce_failures(gw, "unknown_topic") == 1
 
 
 async def test_readyz_is_503_when_the_spool_stalls_while_kafka_is_reachable(
