@@ -10,11 +10,15 @@ Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 40
 event-type path segment that is not plain path characters, 405 method, 429 over the
 source's rate limit, 503 overloaded (checked first of all), 413 declared or streamed
 body over the limit, 408 body too slow, 401 verification, 400 body that must be JSON
-and is not (or nests too deeply to parse), 503 Kafka did not acknowledge in time; else
+and is not (or nests too deeply to parse), 400 a header, query or body value that would
+carry a control character (or, as the event type, an over-long value) into a record
+header (the record key is hashed instead), 503 Kafka did not acknowledge in time; else
 202 with the event id. With the durable spool enabled
 (:mod:`gateway.spool`), a record Kafka did not acknowledge is journaled and answered
-202, and while the journal holds records new ones are journaled behind them; 503 then
-only when the journal is full or cannot be written.
+202, and while the journal holds records new ones are journaled behind them (a record
+whose key has an earlier one still awaiting its acknowledgement waits for that outcome
+first, :meth:`Spool.accept`); 503 then only when the journal is full or cannot be
+written.
 """
 
 from __future__ import annotations
@@ -38,12 +42,23 @@ from gateway.config import GatewaySection
 from gateway.deadlines import Deadlines, cancel_task_at
 from gateway.metrics import IngressMetrics
 from gateway.openapi import create_api
-from gateway.producer import ProduceError, Record, RecordProducer, unknown_topic
+from gateway.producer import ProduceError, Record, RecordProducer
 from gateway.sources import Source
 from gateway.spool import Spool
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
 from webhook_common import problem
-from webhook_common.contract import DEFAULT_CONTENT_TYPE, EventMeta, format_time
+from webhook_common.contract import (
+    DEFAULT_CONTENT_TYPE,
+    H_CONTENT_TYPE,
+    H_ID,
+    H_PROVIDER_ID,
+    H_QUERY,
+    H_TYPE,
+    HTTP_HEADER_PREFIX,
+    EventMeta,
+    IdOrigin,
+    format_time,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +151,86 @@ BAD_SEGMENT = problem.Problem(
     "invalid-path",
     f"the event-type path segment must match {extract.EVENT_SEGMENT} (no percent-escapes)",
 )
+
+
+def _header_carrying(headers: Mapping[str, str], value: str) -> str | None:
+    """The request header a verifier read ``value`` from, when one holds it as it is
+    (looked up only to word a refusal)."""
+    return next((name for name, text in headers.items() if text == value), None)
+
+
+def _refused(slug: str, what: str, record_header: str, fault: str) -> problem.Problem:
+    return problem.Problem(400, slug, f"{what} cannot be the record's {record_header}: it {fault}")
+
+
+def _refused_type(
+    event_type: extract.EventType, headers: Mapping[str, str], query: Mapping[str, str]
+) -> problem.Problem | None:
+    origin = event_type.origin
+    if origin == "query":
+        for name in event_type.params:
+            fault = extract.type_fault(query[name])
+            if fault is not None:
+                return _refused("invalid-query", f"query parameter {name!r}", H_TYPE, fault)
+    fault = extract.type_fault(event_type.value)
+    if fault is None or origin == "default":
+        return None
+    if origin == "query":
+        names = " and ".join(repr(name) for name in event_type.params)
+        return _refused("invalid-query", f"query parameters {names} joined", H_TYPE, fault)
+    if origin == "path":
+        # Its characters were checked before the body was read (BAD_SEGMENT); its length
+        # matters only once it is the type.
+        return _refused("invalid-path", "the event-type path segment", H_TYPE, fault)
+    if origin == "body":
+        what = (
+            "the body's first member name (the event type, as no header, parameter "
+            "or path segment gives one)"
+        )
+        return _refused("invalid-event-type", what, H_TYPE, fault)
+    header = _header_carrying(headers, event_type.value)
+    if header is not None:
+        return _refused("invalid-header", f"header {header}", H_TYPE, fault)
+    return _refused(
+        "invalid-event-type", "the event type the source's verifier reported", H_TYPE, fault
+    )
+
+
+def refused_value(
+    source: Source,
+    verified: Verified,
+    event_type: extract.EventType,
+    id_origin: IdOrigin,
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    query_string: str,
+) -> problem.Problem | None:
+    """A 400 naming the first request value that would carry a control character (or,
+    as the event type, an over-long value) into a record header; None when all may go as
+    they are. The record key is not refused: :func:`extract.bounded` hashes it."""
+    refused = _refused_type(event_type, headers, query)
+    if refused is not None:
+        return refused
+    if verified.event_id:
+        fault = extract.control_fault(verified.event_id)
+        if fault is not None:
+            target = H_ID if id_origin is IdOrigin.PROVIDER else H_PROVIDER_ID
+            header = _header_carrying(headers, verified.event_id)
+            if header is not None:
+                return _refused("invalid-header", f"header {header}", target, fault)
+            what = "the event id the source's verifier reported"
+            return _refused("invalid-event-id", what, target, fault)
+    content_type = headers.get("content-type")
+    if content_type and (fault := extract.control_fault(content_type)) is not None:
+        return _refused("invalid-header", "header content-type", H_CONTENT_TYPE, fault)
+    for name in source.forward_headers:
+        value = headers.get(name)
+        if value is not None and (fault := extract.control_fault(value)) is not None:
+            return _refused("invalid-header", f"header {name}", HTTP_HEADER_PREFIX + name, fault)
+    if query_string and (fault := extract.control_fault(query_string)) is not None:
+        what = "the query string (its bytes read as latin-1)"
+        return _refused("invalid-query", what, H_QUERY, fault)
+    return None
 
 
 class Ingress:
@@ -341,6 +436,12 @@ class Ingress:
             raw_query,
             body,
         )
+        event_type = extract.resolve_event_type(verified.event_type, query, segment, doc)
+        refused = refused_value(
+            source, verified, event_type, id_origin, headers, query, query_string
+        )
+        if refused is not None:
+            return await self._fail(send, scope, refused)
         entity_id = source.keys.entity_id(doc, query)
         if entity_id is not None:
             entity_id = extract.bounded(entity_id)
@@ -350,7 +451,7 @@ class Ingress:
         meta = EventMeta(
             id=event_id,
             source=source.name,
-            type=extract.bounded(extract.event_type(verified.event_type, query, segment, doc)),
+            type=event_type.value,
             time=format_time(received_at),
             subject=entity_id,
             content_type=headers.get("content-type") or DEFAULT_CONTENT_TYPE,
@@ -366,36 +467,22 @@ class Ingress:
         spool = self.spool
         produce_started = time.perf_counter()
         try:
-            if spool is not None and spool.active:
-                if not self.producer.topic_known(source.topic):
-                    # Journaled, it would be answered 202 and never drain.
-                    raise unknown_topic(source.topic)
-                # Queue behind the spooled records, so none for this key is overtaken.
+            if spool is not None:
+                # Kafka or the journal: the spool decides, keeping each key's order.
                 record = Record(source.topic, key, body, record_headers)
-                await spool.append(record, source=source.name, reason="backlog")
+                await spool.accept(record, self.producer, self._ack_timeout, source=source.name)
             else:
                 await self.producer.send(source.topic, key, body, record_headers, self._ack_timeout)
-        except ProduceError as exc:
-            failure: ProduceError | None = exc
-            if spool is not None and exc.retriable:
-                record = Record(source.topic, key, body, record_headers)
-                try:
-                    await spool.append(
-                        record, source=source.name, reason=exc.reason, pending=exc.pending
-                    )
-                    failure = None
-                except ProduceError as spool_exc:
-                    failure = spool_exc
-            if failure is not None:
-                self.metrics.produce_failures.labels(source.name, failure.reason).inc()
-                log.warning(
-                    "record not acknowledged: %s",
-                    failure,
-                    extra={"source": source.name, "id": event_id},
-                )
-                return await self._fail(
-                    send, scope, problem.unavailable(str(failure), self._retry_after)
-                )
+        except ProduceError as failure:
+            self.metrics.produce_failures.labels(source.name, failure.reason).inc()
+            log.warning(
+                "record not acknowledged: %s",
+                failure,
+                extra={"source": source.name, "id": event_id},
+            )
+            return await self._fail(
+                send, scope, problem.unavailable(str(failure), self._retry_after)
+            )
         finally:
             self._produce[source.name].observe(time.perf_counter() - produce_started)
 

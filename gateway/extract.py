@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from webhook_common.contract import IdOrigin
 from webhook_common.jsonpointer import parse_pointer, resolve
@@ -73,46 +73,100 @@ def plain_segment(segment: str) -> bool:
     return _EVENT_SEGMENT.fullmatch(segment) is not None
 
 
-def event_type(
+TypeOrigin = Literal["provider", "query", "path", "body", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """An event type and where it came from, so that a refusal can name it. ``params``:
+    the query parameters it was built from (origin ``query``)."""
+
+    value: str
+    origin: TypeOrigin
+    params: tuple[str, ...] = ()
+
+
+def resolve_event_type(
     provided: str | None, query: Mapping[str, str], path_segment: str | None, doc: Any
-) -> str:
+) -> EventType:
     """The first of: the verifier's (provider header), query ``concern`` + ``event``
     joined as ``{concern}.{event}`` (either alone when only one is given), the path's
     trailing segment, the body's first top-level key; else ``unknown``."""
     if provided:
-        return provided
+        return EventType(provided, "provider")
     concern, event = query.get("concern"), query.get("event")
     if concern and event:
-        return f"{concern}.{event}"
-    if concern or event:
-        return concern or event or ""
+        return EventType(f"{concern}.{event}", "query", ("concern", "event"))
+    if concern:
+        return EventType(concern, "query", ("concern",))
+    if event:
+        return EventType(event, "query", ("event",))
     if path_segment:
-        return path_segment
+        return EventType(path_segment, "path")
     if isinstance(doc, dict) and doc:
-        return str(next(iter(doc)))
-    return "unknown"
+        return EventType(str(next(iter(doc))), "body")
+    return EventType("unknown", "default")
+
+
+def event_type(
+    provided: str | None, query: Mapping[str, str], path_segment: str | None, doc: Any
+) -> str:
+    """:func:`resolve_event_type` without the origin."""
+    return resolve_event_type(provided, query, path_segment, doc).value
 
 
 MAX_ID_LENGTH = 256
+
+# What no value copied into a record header may hold: C0 (NUL and TAB included), DEL and
+# C1. ASGI servers decode header bytes as latin-1, so a header's bytes 0x80-0x9f arrive
+# as C1 characters.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def control_fault(value: str) -> str | None:
+    """``"contains the control character U+...."`` naming the first one in ``value``;
+    None when it has none."""
+    found = _CONTROL.search(value)
+    if found is None:
+        return None
+    return f"contains the control character U+{ord(found.group()):04X}"
+
+
+def _utf8(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON) is no UTF-8
+        return False
+    return True
+
+
+def type_fault(value: str) -> str | None:
+    """Why ``value`` cannot be a record's ``ce_type`` as it is; None when it can.
+
+    Refused rather than hashed: consumers route on the type, and a hash would route
+    nowhere, so the sender is told instead."""
+    if len(value) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    fault = control_fault(value)
+    if fault is None and not _utf8(value):
+        return "is not UTF-8 text (it holds a lone surrogate)"
+    return fault
 
 
 def bounded(value: str) -> str:
     """``value`` itself when short, else ``sha256:<hex>`` of it.
 
-    Ids and types come from provider headers and bodies, and become the Kafka key,
-    record headers and file names downstream: a megabyte-long "id" must not. Hashing
-    (rather than cutting) keeps two long values distinct and a resent delivery equal.
-    A value that is not encodable as UTF-8 is hashed too: record keys and headers are
-    UTF-8.
+    Ids come from provider headers, bodies and query parameters, and become the Kafka
+    key, record headers and file names downstream: a megabyte-long "id" must not.
+    Hashing (rather than cutting) keeps two long values distinct and a resent delivery
+    equal. A value that is not encodable as UTF-8 is hashed too (record keys and headers
+    are UTF-8), and so is one holding a control character, which no record header may
+    carry: an id only has to be equal to itself, which its hash is.
     """
-    if len(value) <= MAX_ID_LENGTH:
-        if value.isascii():
-            return value
-        try:
-            value.encode()
-            return value
-        except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON) is no UTF-8
-            pass
+    if len(value) <= MAX_ID_LENGTH and _utf8(value) and _CONTROL.search(value) is None:
+        return value
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 

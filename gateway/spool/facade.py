@@ -4,7 +4,9 @@
 Write and fsync run in a worker thread, never on the event loop, and are group commits:
 every record appended while one commit runs goes into the next one, which shares one
 fsync. While the spool holds records, new verified records are journaled too instead of
-going to Kafka directly, so no record overtakes an earlier one for the same key."""
+going to Kafka directly, and a record whose key has an earlier record still in its
+acknowledgement wait waits for that one's outcome first, so no record overtakes an
+earlier one for the same key."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any
 
 from gateway.config import SpoolSettings
 from gateway.metrics import IngressMetrics
-from gateway.producer import ProduceError, Record, RecordProducer
+from gateway.producer import ProduceError, Record, RecordProducer, unknown_topic
 from gateway.spool.adoption import open_and_adopt
 from gateway.spool.codec import encode
 from gateway.spool.journal import Entry, Journal, Position, Recovery
@@ -71,6 +73,14 @@ def _refused_for_good(future: asyncio.Future[Any]) -> bool:
 
 
 @dataclass(slots=True)
+class _Undecided:
+    """The records of one (topic, key) that are neither acknowledged nor journaled yet."""
+
+    count: int
+    last: asyncio.Future[None]  # resolved once the newest of them is decided
+
+
+@dataclass(slots=True)
 class _Append:
     frame: bytes
     done: asyncio.Future[None]
@@ -106,6 +116,8 @@ class Spool:
         self._queue: list[_Append] = []
         # Records whose first copy the producer may still deliver: decided before resending.
         self._in_doubt: dict[Position, asyncio.Future[Any]] = {}
+        # Only keys with a record in flight: bounded by the requests in progress.
+        self._undecided: dict[tuple[str, bytes], _Undecided] = {}
         self._wake = asyncio.Event()
         self._data = asyncio.Event()
         self._empty = asyncio.Event()
@@ -165,6 +177,11 @@ class Spool:
         """True while the spool holds records: new records must queue behind them."""
         return self._records > 0
 
+    @property
+    def undecided_keys(self) -> int:
+        """How many (topic, key) pairs have a record not yet acknowledged or journaled."""
+        return len(self._undecided)
+
     def status(self) -> dict[str, Any]:
         """For ``/readyz``."""
         info: dict[str, Any] = {
@@ -220,7 +237,62 @@ class Spool:
         if self._records:
             log.info("spool: %d record(s) left to drain at the next start", self._records)
 
-    # appending (request handlers)
+    # accepting (request handlers)
+
+    async def accept(
+        self, record: Record, producer: RecordProducer, deadline: float, *, source: str
+    ) -> None:
+        """Return once ``record`` is acknowledged by Kafka (``producer.send`` within
+        ``deadline``) or is in the journal; raise :class:`ProduceError` when neither (a
+        refusal no retry fixes, an unknown topic, a full or failed journal).
+
+        A record goes to the producer only when the spool is empty and no earlier record
+        of its topic and key is undecided: one still in its acknowledgement wait could
+        fail and be journaled after this one reached Kafka, and the drainer would then
+        send it behind. So it first waits for that predecessor's outcome; when the
+        predecessor was journaled, the spool is active and this one is journaled behind
+        it. Distinct keys never wait for each other."""
+        slot = (record.topic, record.key)
+        decided: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        undecided = self._undecided.get(slot)
+        prior: asyncio.Future[None] | None = None
+        if undecided is None:
+            self._undecided[slot] = _Undecided(1, decided)
+        else:
+            prior, undecided.last = undecided.last, decided
+            undecided.count += 1
+        try:
+            if prior is not None and not prior.done():
+                await asyncio.wait([prior])  # not cancelled with us: later records chain on it
+            if self.active:
+                if not producer.topic_known(record.topic):
+                    # Journaled, it would be answered 202 and never drain.
+                    raise unknown_topic(record.topic)
+                await self.append(record, source=source, reason="backlog")
+                return
+            try:
+                await producer.send(
+                    record.topic, record.key, record.value, record.headers, deadline
+                )
+            except ProduceError as exc:
+                if not exc.retriable:
+                    raise
+                await self.append(record, source=source, reason=exc.reason, pending=exc.pending)
+        finally:
+            if prior is None or prior.done():
+                self._decide(slot, decided)
+            else:
+                # Cancelled while waiting: the next record must still wait for ours.
+                prior.add_done_callback(lambda _: self._decide(slot, decided))
+
+    def _decide(self, slot: tuple[str, bytes], decided: asyncio.Future[None]) -> None:
+        decided.set_result(None)
+        undecided = self._undecided[slot]
+        undecided.count -= 1
+        if not undecided.count:
+            del self._undecided[slot]
+
+    # appending
 
     async def append(
         self,

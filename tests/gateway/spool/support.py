@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import httpx
 from prometheus_client import CollectorRegistry
 
 from gateway.config import SpoolSettings
@@ -68,3 +69,21 @@ async def open_spool(
     )
     spool.start()
     return spool
+
+
+class SignedPort:
+    """An in-process webhook port: ``post`` sends a correctly signed body to the
+    ``shop`` source the spool tests configure."""
+
+    def __init__(self, app: Any) -> None:
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw.test"
+        )
+
+    async def post(self, body: bytes) -> httpx.Response:
+        # Imported here: tests.gateway.support builds on modules this one is used by.
+        from tests.gateway.support import SIG_HEADER, sign
+
+        return await self.client.post(
+            "/webhooks/shop", content=body, headers={SIG_HEADER: sign(SECRET, body)}
+        )

@@ -19,14 +19,12 @@ from gateway.server import create_admin_app
 from gateway.sources import build_sources
 from gateway.spool import Spool
 from gateway.verifiers.registry import VerifierRegistry
-from tests.gateway.spool.support import ACK_TIMEOUT, SECRET, FakeKafka
+from tests.gateway.spool.support import ACK_TIMEOUT, SECRET, FakeKafka, SignedPort
 from tests.gateway.support import (
-    SIG_HEADER,
     TEST_VERIFIERS,
     FakeProducer,
     config,
     metric,
-    sign,
 )
 
 
@@ -40,20 +38,12 @@ def shop() -> dict[str, Any]:
     }
 
 
-class Gateway:
+class Gateway(SignedPort):
     def __init__(self, app: Any, ingress: Ingress, spool: Spool, registry: CollectorRegistry):
-        self.app = app
+        super().__init__(app)
         self.ingress = ingress
         self.spool = spool
         self.registry = registry
-        self.client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://gw.test"
-        )
-
-    async def post(self, body: bytes) -> httpx.Response:
-        return await self.client.post(
-            "/webhooks/shop", content=body, headers={SIG_HEADER: sign(SECRET, body)}
-        )
 
 
 def produce_failures(gw: Gateway, reason: str) -> float:
