@@ -301,10 +301,12 @@ async def settle(
     tally: Tally,
     delivered: Callable[[], Awaitable[Counter[str]] | Counter[str]],
     profile: Profile,
+    within: float | None = None,
 ) -> Counter[str]:
-    """Wait (bounded) until every acked id was delivered, and a little longer for late
-    duplicates; then how often each id is in the scenario's raw topic."""
-    await all_delivered(tally.acked, delivered, profile.settle)
+    """Wait (bounded: ``within``, default ``profile.settle``) until every acked id was
+    delivered, and a little longer for late duplicates; then how often each id is in
+    the scenario's raw topic."""
+    await all_delivered(tally.acked, delivered, within or profile.settle)
     await asyncio.sleep(2)  # late duplicates, if any, arrive now
     return await topic_ids(s.bootstrap, s.raw_topic, expect=len(tally.acked))
 
@@ -507,10 +509,20 @@ async def sink_down(env: Env, profile: Profile) -> Result:
             hook.status = 200
             await asyncio.sleep(profile.before)
             tally = await load.stop()
-            kafka_ids = await settle(s, tally, lambda: hook.delivered, profile)
+            # The outage's backlog (the whole load of `sink_down` seconds) is delivered
+            # afterwards: allow as long again as the outage lasted.
+            back = time.monotonic()
+            kafka_ids = await settle(
+                s, tally, lambda: hook.delivered, profile, profile.settle + profile.sink_down
+            )
+            caught_up = time.monotonic() - back
             result = reconcile(name, tally, kafka_ids, Counter(hook.delivered))
             result.dead_lettered = await dead_lettered(s, tally)
             result.notes.append(f"deliveries refused by the sink while down: {refused}")
+            result.notes.append(
+                f"backlog of {len(tally.acked)} event(s) delivered {caught_up:.0f} s after the "
+                "load stopped"
+            )
             if not refused:
                 result.failures.append("the sink was never called while down")
             if result.dead_lettered:
