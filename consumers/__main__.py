@@ -31,6 +31,7 @@ from webhook_common.admin import Probe, admin_app
 from webhook_common.cli import exit_status
 from webhook_common.config import KafkaSettings, secret_values
 from webhook_common.errors import ConfigError, StartupError
+from webhook_common.idempotent import RenewingProducer
 from webhook_common.logs import Redactor, setup_logging
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
@@ -304,7 +305,11 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     _setup_logging(args, rt.secrets)  # now with the secrets of the sinks' configs too
     cfg = settings.consumers
     group = args.group or cfg.group
-    producer = _producer(settings)
+    producer = RenewingProducer(
+        lambda: _producer(settings),
+        name="dead-letter producer",
+        on_renew=rt.metrics.producer_renewals.inc,
+    )
     await producer.start()
     try:
         await check_topic_sizes(settings, rt.sinks)

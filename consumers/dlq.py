@@ -57,7 +57,11 @@ _MAX_ERROR = 500
 
 class Producer(Protocol):
     async def send_and_wait(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: Any
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Any: ...
 
 

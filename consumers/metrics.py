@@ -81,6 +81,11 @@ class ConsumerMetrics:
             "Dedup store failures (the delivery waits and tries again)",
             ["operation"],
         )
+        self.producer_renewals = m.counter(
+            "producer_renewals_total",
+            "Times the dead-letter producer was replaced because Kafka no longer took its "
+            "sequence numbers (OutOfOrderSequenceNumber, UnknownProducerId)",
+        )
         self.commits = m.counter("commits_total", "Offset commits by outcome", ["outcome"])
         self.paused = m.gauge("paused_partitions", "Partitions paused at the in-flight bound")
         self.admin_requests = m.counter(

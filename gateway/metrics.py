@@ -99,6 +99,12 @@ class IngressMetrics:
             "Unreadable journal bytes recovery skipped at startup (damage, not a torn "
             "last record); the valid records around them were kept.",
         )
+        self.producer_renewals = m.counter(
+            "producer_renewals",
+            "Times the Kafka producer was replaced because Kafka no longer took its "
+            "sequence numbers (OutOfOrderSequenceNumber, UnknownProducerId): the records "
+            "it refused were answered 503 or stayed in the spool.",
+        )
         self.spool_rejected = m.counter(
             "spool_rejected",
             "Spooled records Kafka refused for good while draining (e.g. too large after a "

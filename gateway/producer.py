@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from gateway.config import ProducerSettings
 from gateway.deadlines import Deadlines, cancel_task_at
 from webhook_common.config import KafkaSettings
 from webhook_common.errors import WebhookGatewayError
+from webhook_common.idempotent import RenewingProducer, retriable, session_lost
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,11 @@ def unknown_topic(topic: str) -> ProduceError:
 
 
 def _refused(exc: KafkaError) -> ProduceError:
+    why = " (the producer is being replaced)" if session_lost(exc) else ""
     return ProduceError(
         "error",
-        f"Kafka refused the record: {type(exc).__name__}",
-        retriable=bool(exc.retriable),
+        f"Kafka refused the record: {type(exc).__name__}{why}",
+        retriable=retriable(exc),
     )
 
 
@@ -121,12 +123,14 @@ class KafkaProducer:
         *,
         max_request_size: int,
         topics: Sequence[str],
+        on_renew: Callable[[], None] | None = None,
     ) -> None:
         self._kafka = kafka
         self._settings = settings
         self._max_request_size = max_request_size
         self._topics = tuple(dict.fromkeys(topics))
-        self._producer: AIOKafkaProducer | None = None
+        self._on_renew = on_renew
+        self._producer: RenewingProducer | None = None
         self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
         # The topics the last full metadata answer lacked. aiokafka's own cluster view
         # holds only the topics of its last request, so it cannot say which are missing.
@@ -151,12 +155,12 @@ class KafkaProducer:
         """Connect, then learn the partitions of every source topic so the first
         request does not pay for it. A missing topic is logged, not fatal: the
         gateway serves (requests for it get 503) and ``/readyz`` says why."""
-        producer = AIOKafkaProducer(**self.client_kwargs())
-        try:
-            await producer.start()
-        except BaseException:
-            await producer.stop()
-            raise
+        producer = RenewingProducer(
+            lambda: AIOKafkaProducer(**self.client_kwargs()),
+            name="gateway producer",
+            on_renew=self._on_renew,
+        )
+        await producer.start()
         self._producer = producer
         missing = await self.missing_topics()
         if missing:
@@ -164,14 +168,16 @@ class KafkaProducer:
                 "topics do not exist (run `python -m gateway topics create`): %s",
                 ", ".join(missing),
             )
+        client = producer.current
         for topic in self._topics:
-            if topic not in missing:
-                await producer.partitions_for(topic)
+            if topic not in missing and client is not None:
+                await client.partitions_for(topic)
 
     async def missing_topics(self) -> list[str]:
-        if self._producer is None:
+        current = self._client()
+        if current is None:
             return list(self._topics)
-        metadata = await self._producer.client.fetch_all_metadata()
+        metadata = await current.client.fetch_all_metadata()
         known = metadata.topics()
         missing = [t for t in self._topics if t not in known]
         self._missing, self._missing_at = frozenset(missing), time.monotonic()
@@ -205,7 +211,7 @@ class KafkaProducer:
             deadlines = self._deadlines[deadline] = Deadlines(deadline)
         timer = cancel_task_at(deadlines)
         try:
-            delivery = await producer.send(topic, value=value, key=key, headers=headers)
+            delivery = await producer.send(topic, value, key, headers)
             # Shielded: the batch may still be delivered after our deadline, and
             # aiokafka must be able to resolve its own future then.
             await asyncio.shield(delivery)
@@ -233,14 +239,15 @@ class KafkaProducer:
         if not self.topic_known(record.topic):
             raise unknown_topic(record.topic)
         try:
-            future: asyncio.Future[Any] = await producer.send(
-                record.topic, value=record.value, key=record.key, headers=record.headers
-            )
+            future = await producer.send(record.topic, record.value, record.key, record.headers)
         except KafkaError as exc:
             raise _refused(exc) from exc
         return future
 
-    def _running(self) -> AIOKafkaProducer:
+    def _client(self) -> AIOKafkaProducer | None:
+        return None if self._producer is None else self._producer.current
+
+    def _running(self) -> RenewingProducer:
         if self._producer is None:
             raise ProduceError("error", "the Kafka producer is not running", retriable=False)
         return self._producer

@@ -168,6 +168,7 @@ async def serve(
             settings.producer,
             max_request_size=cfg.max_request_size,
             topics=[s.topic for s in sources],
+            on_renew=metrics.producer_renewals.inc,
         )
         producer = kafka_producer
     state = IngressState()

@@ -11,7 +11,9 @@ target topics beforehand, or set ``create_topics: true`` to have the sink create
 one (``partitions``, ``replication_factor``) the first time it is needed.
 
 The producer is idempotent with ``acks=all``; ``send`` returns when the broker has the
-record. Concurrent sends are batched by the producer (``linger_ms``). It takes records
+record. A producer whose sequence numbers Kafka no longer takes is replaced
+(``webhook_common/idempotent.py``); its failures are retriable, never dead letters.
+Concurrent sends are batched by the producer (``linger_ms``). It takes records
 up to ``consumers.max_record_bytes`` (what the consumed topics hold, so a body at the
 gateway's limit can be republished), and topics it creates get that
 ``max.message.bytes``.
@@ -33,6 +35,8 @@ from pydantic import Field, field_validator
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
 from webhook_common.config import StrictModel
+from webhook_common.idempotent import RenewingProducer
+from webhook_common.idempotent import retriable as producer_retriable
 
 _FIELDS = frozenset({"source", "type"})
 _ILLEGAL = re.compile(r"[^A-Za-z0-9._-]")
@@ -87,7 +91,7 @@ def _error(where: str, topic: str, exc: Exception) -> SinkError:
     elif isinstance(exc, MessageSizeTooLargeError):
         retriable = False
     elif isinstance(exc, KafkaError):
-        retriable = bool(exc.retriable)
+        retriable = producer_retriable(exc)
     else:
         retriable = True
     hint = " (does the topic exist?)" if "UNKNOWN_TOPIC" in str(exc).upper() else ""
@@ -120,7 +124,7 @@ class KafkaSink:
         self._client_kwargs.setdefault("bootstrap_servers", context.kafka_bootstrap_servers)
         self._where = f"kafka sink {name!r}"
         self._max_record_bytes = context.max_record_bytes
-        self._producer: AIOKafkaProducer | None = None
+        self._producer: RenewingProducer | None = None
         self._admin: AIOKafkaAdminClient | None = None
         self._ready_topics: dict[str, asyncio.Future[None]] = {}
         self._closed = False
@@ -139,12 +143,15 @@ class KafkaSink:
             raise SinkError(f"{self._where} is closed", retriable=True)
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            **self._client_kwargs,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=self.config.linger_ms,
-            max_request_size=self._max_record_bytes,
+        producer = RenewingProducer(
+            lambda: AIOKafkaProducer(
+                **self._client_kwargs,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=self.config.linger_ms,
+                max_request_size=self._max_record_bytes,
+            ),
+            name=self._where,
         )
         try:
             await producer.start()
@@ -210,10 +217,7 @@ class KafkaSink:
                 await self._ensure_topic(topic)
                 futures.append(
                     await producer.send(
-                        topic,
-                        value=event.body,
-                        key=event.key.encode("utf-8"),
-                        headers=event.meta().to_headers(),
+                        topic, event.body, event.key.encode("utf-8"), event.meta().to_headers()
                     )
                 )
             except Exception as exc:

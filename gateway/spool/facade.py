@@ -25,6 +25,7 @@ from gateway.producer import ProduceError, Record, RecordProducer, unknown_topic
 from gateway.spool.adoption import open_and_adopt
 from gateway.spool.codec import encode
 from gateway.spool.journal import Entry, Journal, Position, Recovery
+from webhook_common.idempotent import retriable
 
 log = logging.getLogger("gateway.spool")
 
@@ -69,7 +70,7 @@ def _refused_for_good(future: asyncio.Future[Any]) -> bool:
     if not future.done() or future.cancelled():
         return False
     exc = future.exception()
-    return exc is not None and getattr(exc, "retriable", True) is False
+    return exc is not None and not retriable(exc)
 
 
 @dataclass(slots=True)

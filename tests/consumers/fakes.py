@@ -88,7 +88,11 @@ class FakeProducer:
         self.refused = 0
 
     async def send_and_wait(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: Any
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         if self.fail_times:
             self.fail_times -= 1
@@ -96,7 +100,7 @@ class FakeProducer:
         if self.max_bytes is not None and len(value or b"") > self.max_bytes:
             self.refused += 1
             raise MessageSizeTooLargeError(f"{len(value or b'')} bytes")
-        self.sent.append({"topic": topic, "value": value, "key": key, **kw})
+        self.sent.append({"topic": topic, "value": value, "key": key, "headers": headers})
 
 
 def record(
