@@ -125,6 +125,7 @@ class Spool:
         self._stop = asyncio.Event()
         self._broken: str | None = None
         self._closed = False
+        self._reject_failures = 0
         self.last_error: str | None = None
         self._progress_at = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
@@ -462,8 +463,12 @@ class Spool:
             await asyncio.to_thread(self._journal.reject, [e.record for e in rejected])
         except OSError as exc:
             self.last_error = f"cannot write the rejected file: {exc}"
-            log.error("spool: %s", self.last_error)
+            # Retried every retry_seconds until there is room: say so once a minute.
+            if self._reject_failures % 60 == 0:
+                log.error("spool: %s (the records stay at the journal's head)", self.last_error)
+            self._reject_failures += 1
             return False
+        self._reject_failures = 0
         for entry in rejected:
             log.error(
                 "spool: Kafka refused a spooled record for good; kept in %s",

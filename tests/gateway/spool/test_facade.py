@@ -262,3 +262,32 @@ async def test_a_record_kafka_refuses_for_good_is_set_aside_not_retried_forever(
     kept = (tmp_path / "rejected").read_bytes()
     assert kept == encode(poison)
     assert stat.S_IMODE((tmp_path / "rejected").stat().st_mode) == 0o600
+
+
+async def test_a_record_that_cannot_be_set_aside_stays_at_the_head_until_it_can(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    """The `rejected` file cannot be written (here a directory stands in its place, as
+    a full disk refuses it): the record is not dropped, and the journal keeps it (and
+    what follows it) until it is set aside; a follower Kafka already has is not sent
+    twice."""
+    kafka = RefusingKafka(up=False)
+    spool = await open_spool(tmp_path, kafka, registry)
+    poison = Record("webhooks.raw", b"k", b'{"poison":1}', [("ce_id", b"p")])
+    blocker = tmp_path / "rejected"
+    blocker.mkdir()
+    try:
+        await spool.append(poison, source="s", reason="timeout")
+        await spool.append(rec(2), source="s", reason="timeout")
+        kafka.set_up()
+        assert not await spool.wait_drained(0.5)
+        assert spool.records == 2
+        assert not (tmp_path / "rejected").is_file()
+        assert "cannot write the rejected file" in (spool.last_error or "")
+        blocker.rmdir()
+        assert await spool.wait_drained(5)
+    finally:
+        await spool.stop()
+    assert kafka.written == [rec(2)]
+    assert (tmp_path / "rejected").read_bytes() == encode(poison)
+    assert metric(registry, "webhookgw_ingress_spool_rejected_total") == 1
