@@ -313,9 +313,7 @@ class Ingress:
         except Exception:
             # A bug, not a client error; the answer still follows the contract.
             log.exception("unexpected error handling a webhook", extra={"source": source.name})
-            await problem.send_problem(
-                send, problem.Problem(500, "internal", "internal error"), scope["path"]
-            )
+            await problem.send_problem(send, problem.INTERNAL_ERROR, scope["path"])
         finally:
             state.in_flight -= 1
             self.count(source.name, status)

@@ -47,8 +47,13 @@ _PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 _ERRORS = {
-    "400": "Body is not JSON or nests too deeply to parse (sources with `require_json`), "
-    "or the event-type path segment is not plain path characters",
+    "400": "Body is not JSON (`invalid-body`) or nests too deeply to parse "
+    "(`body-too-deep`), on sources with `require_json`; the event-type path segment is not "
+    "plain path characters (`invalid-path`); or a value the record would carry holds a "
+    "control character, or as the event type is longer than "
+    f"{extract.MAX_ID_LENGTH} characters (`invalid-header`, `invalid-query`, "
+    "`invalid-event-type`, `invalid-event-id`); malformed HTTP (`malformed-request`, "
+    "`invalid-host`). The `type` member says which; docs/contract.md lists every answer",
     "401": "Signature missing, invalid or expired",
     "405": "Method not allowed for this source (see the `Allow` header)",
     "408": "Body not received within the body timeout",
@@ -101,7 +106,11 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
                 "name": "event_type",
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "pattern": f"^{extract.EVENT_SEGMENT}$"},
+                "schema": {
+                    "type": "string",
+                    "pattern": f"^{extract.EVENT_SEGMENT}$",
+                    "maxLength": extract.MAX_ID_LENGTH,
+                },
                 "description": "event type recorded as `ce_type`; sent as is, not "
                 "percent-encoded (a request with a percent-escape in it is a 400)",
             }

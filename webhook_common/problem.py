@@ -156,6 +156,9 @@ def _encoded(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
 
 
+# A 500 that says nothing about the cause (it is logged, not answered).
+INTERNAL_ERROR = Problem(500, "internal-error", "the server failed to answer")
+
+
 def internal_error(instance: str) -> Response:
-    """A 500 that says nothing about the cause (it is logged, not answered)."""
-    return response(Problem(500, "internal-error", "the server failed to answer"), instance)
+    return response(INTERNAL_ERROR, instance)

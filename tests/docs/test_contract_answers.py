@@ -70,13 +70,31 @@ def _builders(tree: ast.Module) -> tuple[dict[str, Answer], dict[str, tuple[int,
     return fixed, by_param
 
 
+def _constants(tree: ast.Module) -> dict[str, Answer]:
+    """Module-level ``NAME = Problem(status, "type", ...)``."""
+    found: dict[str, Answer] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.Assign):
+            continue
+        call = _problem_call(node.value)
+        answer = None if call is None else _answer(call.args[0], call.args[1])
+        for target in node.targets:
+            if answer is not None and isinstance(target, ast.Name):
+                found[target.id] = answer
+    return found
+
+
 def code_answers() -> set[Answer]:
-    helpers, _ = _builders(_tree("webhook_common/problem.py"))
+    shared = _tree("webhook_common/problem.py")
+    helpers, _ = _builders(shared)
+    constants = _constants(shared)
     found: set[Answer] = set()
     for path in WEBHOOK_PORT:
         tree = _tree(path)
         fixed, by_param = _builders(tree)
         for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr in constants:
+                found.add(constants[node.attr])  # problem.NAME
             if not isinstance(node, ast.Call):
                 continue
             direct = _problem_call(node)
@@ -114,3 +132,4 @@ def test_the_reader_finds_answers_of_each_kind() -> None:
     assert (431, "header-too-large") in code  # the connection guard
     assert (413, "body-too-large") in code  # a helper of webhook_common.problem
     assert (400, "invalid-query") in code  # a local builder given the type
+    assert (500, "internal-error") in code  # a constant of webhook_common.problem

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from gateway import extract
 from gateway.app import DRAIN_BYTES, NOT_JSON, TOO_DEEP, GatewayApp, parse_json
-from gateway.producer import ProduceError
+from gateway.producer import Headers, ProduceError
 from gateway.server import create_admin_app
 from gateway.verifiers.crystallize import sign_jwt
 from tests.gateway.support import (
@@ -191,6 +191,25 @@ async def test_verifier_bug_is_401_not_500() -> None:
         )
         == 1
     )
+
+
+class BrokenProducer(FakeProducer):
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, deadline: float
+    ) -> None:
+        raise RuntimeError("a bug with the secret " + SECRET)
+
+
+async def test_a_handler_bug_is_the_shared_500_problem_and_says_nothing_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, _, _, registry = build([shop()], producer=BrokenProducer())
+    async with client(app) as c:
+        r = await c.post("/webhooks/shop", content=BODY, headers={SIG_HEADER: sign(SECRET, BODY)})
+    assert_problem(r, 500, "internal-error", "/webhooks/shop")
+    assert "bug" not in r.text
+    assert requests_total(registry, "shop", 500) == 1
+    assert "unexpected error handling a webhook" in caplog.text
 
 
 async def test_not_found_and_method_not_allowed() -> None:
