@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -32,6 +33,7 @@ from webhook_common.cli import exit_status
 from webhook_common.config import KafkaSettings, secret_values
 from webhook_common.errors import ConfigError, StartupError
 from webhook_common.idempotent import RenewingProducer
+from webhook_common.kafkaauth import check_access, connect
 from webhook_common.logs import Redactor, setup_logging
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
@@ -298,6 +300,15 @@ def _setup_logging(args: argparse.Namespace, secrets: list[str]) -> None:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
+@dataclass
+class _Running:
+    """What the admin port reports on while the process starts, runs and stops."""
+
+    engine: Any = None
+    deliverer: Deliverer | None = None
+    waiting: str | None = None  # why the engine is not running yet
+
+
 async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     from consumers.engine import Engine
 
@@ -305,6 +316,83 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     _setup_logging(args, rt.secrets)  # now with the secrets of the sinks' configs too
     cfg = settings.consumers
     group = args.group or cfg.group
+    running = _Running(waiting="connecting to Kafka")
+
+    def alive() -> Probe:
+        engine = running.engine
+        if engine is None or not engine.started or time.monotonic() - engine.last_loop < 60:
+            return Probe(True)
+        return Probe(False, "the fetch loop has not run for 60 s")
+
+    def ready() -> Probe:
+        engine, deliverer = running.engine, running.deliverer
+        if engine is None or deliverer is None:
+            return Probe(False, running.waiting or "starting")
+        if engine.ready:
+            # An open circuit stays ready: restarting this process would not bring
+            # the sink back; the events wait in Kafka and an alert says why.
+            paused = {
+                n: r.circuit.state.value
+                for n, r in deliverer.retries.items()
+                if r.circuit.state is not CircuitState.CLOSED
+            }
+            return Probe(True, extra={"circuits": paused} if paused else {})
+        return Probe(False, "starting, shutting down, or the dedup store or DLQ is unreachable")
+
+    app = admin_app(
+        rt.registry,
+        alive=alive,
+        ready=ready,
+        on_answer=lambda path, status: rt.metrics.admin_requests.labels(path, str(status)).inc(),
+    )
+    server = make_server(app, host=args.admin_host, port=args.admin_port)
+    admin = asyncio.create_task(server.serve(), name="admin")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        # Wrong credentials or an unverifiable certificate end the start (ConfigError
+        # naming the key); an unreachable Kafka is waited for, not ready meanwhile.
+        try:
+            await check_access(settings.kafka)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            running.waiting = f"Kafka unreachable: {type(exc).__name__}"
+            log.warning(
+                "Kafka at %r is unreachable (%s); waiting for it, /readyz 503 meanwhile",
+                settings.kafka.bootstrap_servers,
+                exc,
+            )
+            waiting = asyncio.create_task(connect(settings.kafka, _nothing, "consumer"))
+            stop = asyncio.create_task(stopping.wait())
+            await asyncio.wait([waiting, stop], return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiting, stop):
+                task.cancel()
+            if stopping.is_set():
+                return 0
+        running.waiting = "starting"
+        await _serve(args, settings, rt, group, running, stopping, Engine)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin, 5)
+    return 0
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _serve(
+    args: argparse.Namespace,
+    settings: ConsumerConfig,
+    rt: Runtime,
+    group: str,
+    running: _Running,
+    stopping: asyncio.Event,
+    engine_type: Any,
+) -> None:
+    cfg = settings.consumers
     producer = RenewingProducer(
         lambda: _producer(settings),
         name="dead-letter producer",
@@ -322,40 +410,13 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
                 DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
                 dedup_ttl=cfg.dedup.ttl_for,
             )
-            engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
+            engine = engine_type(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, engine.stop)
-
-            def alive() -> Probe:
-                if not engine.started or time.monotonic() - engine.last_loop < 60:
-                    return Probe(True)
-                return Probe(False, "the fetch loop has not run for 60 s")
-
-            def ready() -> Probe:
-                if engine.ready:
-                    # An open circuit stays ready: restarting this process would not bring
-                    # the sink back; the events wait in Kafka and an alert says why.
-                    paused = {
-                        n: r.circuit.state.value
-                        for n, r in deliverer.retries.items()
-                        if r.circuit.state is not CircuitState.CLOSED
-                    }
-                    return Probe(True, extra={"circuits": paused} if paused else {})
-                return Probe(
-                    False, "starting, shutting down, or the dedup store or DLQ is unreachable"
-                )
-
-            app = admin_app(
-                rt.registry,
-                alive=alive,
-                ready=ready,
-                on_answer=lambda path, status: rt.metrics.admin_requests.labels(
-                    path, str(status)
-                ).inc(),
-            )
-            server = make_server(app, host=args.admin_host, port=args.admin_port)
-            admin = asyncio.create_task(server.serve(), name="admin")
+            if stopping.is_set():
+                return
+            running.engine, running.deliverer = engine, deliverer
             log.info(
                 "consumer starting: group %s, topics %s, sinks %s, admin %s:%d",
                 group,
@@ -366,16 +427,10 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             )
             # Up to max_in_flight records are alive at once: a small young generation
             # made the collector walk that window every ~700 allocations.
-            try:
-                with server_heap(GC_YOUNG_THRESHOLD):
-                    await engine.run()
-            finally:
-                server.should_exit = True
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(admin, 5)
+            with server_heap(GC_YOUNG_THRESHOLD):
+                await engine.run()
     finally:
         await producer.stop()
-    return 0
 
 
 # -- replay --------------------------------------------------------------------------

@@ -207,10 +207,13 @@ class LocalService:
     """A private Kafka or Redis from ``deploy/local/<name>.sh`` on its own port and
     state directory, so stopping it never touches the shared services."""
 
-    def __init__(self, name: str, port: int, state_dir: Path) -> None:
+    def __init__(
+        self, name: str, port: int, state_dir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.name = name
         self.port = port
         self.state_dir = state_dir
+        self.env = dict(env or {})  # for the script: KAFKA_SASL_SSL_PORT, ...
         self.log = state_dir / f"{name}-script.log"
 
     async def _script(self, action: str, within: float = 150.0) -> None:
@@ -220,6 +223,7 @@ class LocalService:
             f"{self.name.upper()}_PORT": str(self.port),
             "WG_STATE_DIR": str(self.state_dir),
             "WG_CACHE_DIR": os.environ.get("WG_CACHE_DIR", str(ROOT / ".cache")),
+            **self.env,
         }
         with self.log.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(

@@ -84,6 +84,7 @@ class RecordProducer(Protocol):
 
 
 KAFKA_UNREACHABLE = "Kafka unreachable"
+NOT_CONNECTED = "the producer has not connected yet"
 # How old the list of missing topics may be before a lookup refreshes it (seconds).
 MISSING_TOPICS_MAX_AGE = 1.0
 
@@ -131,7 +132,7 @@ class KafkaProducer:
         self._topics = tuple(dict.fromkeys(topics))
         self._on_renew = on_renew
         self._producer: RenewingProducer | None = None
-        self._ready_cache: tuple[float, str | None] = (0.0, "producer not started")
+        self._ready_cache: tuple[float, str | None] = (0.0, f"{KAFKA_UNREACHABLE}: {NOT_CONNECTED}")
         # The topics the last full metadata answer lacked. aiokafka's own cluster view
         # holds only the topics of its last request, so it cannot say which are missing.
         self._missing: frozenset[str] = frozenset()
@@ -162,16 +163,22 @@ class KafkaProducer:
         )
         await producer.start()
         self._producer = producer
-        missing = await self.missing_topics()
-        if missing:
-            log.warning(
-                "topics do not exist (run `python -m gateway topics create`): %s",
-                ", ".join(missing),
-            )
-        client = producer.current
-        for topic in self._topics:
-            if topic not in missing and client is not None:
-                await client.partitions_for(topic)
+        try:
+            missing = await self.missing_topics()
+            if missing:
+                log.warning(
+                    "topics do not exist (run `python -m gateway topics create`): %s",
+                    ", ".join(missing),
+                )
+            client = producer.current
+            for topic in self._topics:
+                if topic not in missing and client is not None:
+                    await client.partitions_for(topic)
+        except BaseException:
+            self._producer = None  # a later `start` begins afresh
+            await producer.stop()
+            raise
+        self._ready_cache = (0.0, None)
 
     async def missing_topics(self) -> list[str]:
         current = self._client()
@@ -249,7 +256,9 @@ class KafkaProducer:
 
     def _running(self) -> RenewingProducer:
         if self._producer is None:
-            raise ProduceError("error", "the Kafka producer is not running", retriable=False)
+            # Retriable: before the first connection (Kafka unreachable at start) the
+            # spool may keep what it accepts, and a drained record is not "refused".
+            raise ProduceError("error", f"{NOT_CONNECTED} (Kafka unreachable)")
         return self._producer
 
     async def readiness(self) -> str | None:
@@ -264,7 +273,7 @@ class KafkaProducer:
         except (TimeoutError, KafkaError) as exc:
             reason = f"{KAFKA_UNREACHABLE}: {type(exc).__name__}"
         if self._producer is None:
-            reason = "producer not started"
+            reason = f"{KAFKA_UNREACHABLE}: {NOT_CONNECTED}"
         self._ready_cache = (now, reason)
         return reason
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
@@ -41,6 +42,7 @@ from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
 from webhook_common.admin import Probe, admin_app
 from webhook_common.errors import StartupError
+from webhook_common.kafkaauth import check_access, connect
 from webhook_common.runtime import server_heap
 from webhook_common.server import Server, bind, make_server
 
@@ -180,14 +182,25 @@ async def serve(
         web_sock.close()
         raise
     with web_sock, admin_sock:
+        connecting: asyncio.Task[None] | None = None
         if kafka_producer is not None:
+            # Wrong credentials or an unverifiable certificate end the start (ConfigError
+            # naming the key); an unreachable Kafka does not: the gateway serves, not
+            # ready, and connects when Kafka appears.
             try:
+                await check_access(cfg.kafka)
                 await kafka_producer.start()
-            except Exception as exc:
-                raise StartupError(
-                    f"cannot connect to Kafka at {cfg.kafka.bootstrap_servers!r}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from None
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning(
+                    "Kafka at %r is unreachable (%s: %s); serving with /readyz 503 until "
+                    "it can be reached",
+                    cfg.kafka.bootstrap_servers,
+                    type(exc).__name__,
+                    exc,
+                )
+                connecting = asyncio.get_running_loop().create_task(
+                    connect(cfg.kafka, kafka_producer.start, "gateway producer")
+                )
         spool: Spool | None = None
         try:
             if settings.spool.enabled:
@@ -225,6 +238,8 @@ async def serve(
                 worker,
             )
         finally:
+            if connecting is not None:
+                connecting.cancel()
             if spool is not None:
                 await spool.stop(drain_within=0)
             if kafka_producer is not None:

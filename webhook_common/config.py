@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from webhook_common.errors import ConfigError
 
@@ -240,13 +240,16 @@ def validate(
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
             loc = [seg for seg in err["loc"] if isinstance(seg, str | int)]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, Invalid):
+                loc.append(cause.key)
             path = [*at, *loc]
             found, value = _lookup(data, loc)
             # Input meant for a SecretStr (or a structure holding one) is never shown,
             # whatever its key is called: a header named Authorization, say.
             secret = _holds_secret(_declared_at(model, loc))
             got = f"got {_show(value, path, secret)}" if found else "missing"
-            expected = err["msg"]
+            expected = str(cause) if isinstance(cause, Invalid) else err["msg"]
             if err["type"] == "extra_forbidden":
                 expected = "no such key (check spelling)"
             lines.append(
@@ -264,34 +267,92 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Invalid(ValueError):
+    """Raised by a model validator about one of its own keys: :func:`validate` reports
+    it at ``<model path>.<key>`` with that key's value, as a field error would be."""
+
+    def __init__(self, key: str, expected: str) -> None:
+        super().__init__(expected)
+        self.key = key
+
+
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+
 class KafkaSettings(StrictModel):
-    """Kafka client settings shared by gateway and consumers (YAML section ``kafka``)."""
+    """Kafka client settings shared by gateway and consumers (YAML section ``kafka``).
+
+    TLS (``SSL``, ``SASL_SSL``) verifies the brokers against the system's CA store, or
+    against ``ssl_cafile`` alone when set, with hostname checking on; a client
+    certificate (``ssl_certfile`` + ``ssl_keyfile``) adds mutual TLS. SASL takes a user
+    and password (``PLAIN``, ``SCRAM-*``) or, for ``OAUTHBEARER``, a token provider
+    plugin (``sasl_oauth``: ``type: file`` reads a token file that something else keeps
+    fresh). :mod:`webhook_common.kafkaauth` turns these into the clients' arguments."""
 
     bootstrap_servers: str = Field(default="127.0.0.1:9092", min_length=1)
     client_id: str = "webhook-gateway"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    # OAUTHBEARER: {"type": <token provider plugin>, ...its options}.
+    sasl_oauth: dict[str, Any] | None = None
     ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
 
-    def client_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments common to aiokafka producers, consumers and admin clients."""
-        kwargs: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "client_id": self.client_id,
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": self.request_timeout_ms,
-        }
-        if self.sasl_mechanism:
-            kwargs["sasl_mechanism"] = self.sasl_mechanism
-            kwargs["sasl_plain_username"] = self.sasl_username
-            kwargs["sasl_plain_password"] = (
-                self.sasl_password.get_secret_value() if self.sasl_password else None
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        protocol = self.security_protocol
+        sasl = protocol.startswith("SASL_")
+        tls = protocol.endswith("SSL")
+        if sasl and self.sasl_mechanism is None:
+            raise Invalid(
+                "sasl_mechanism",
+                f"one of {', '.join(SASL_MECHANISMS)} when security_protocol is {protocol!r}",
             )
-        if self.ssl_cafile:
-            import ssl
+        if not sasl:
+            for key in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_oauth"):
+                if getattr(self, key) is not None:
+                    raise Invalid(
+                        key,
+                        f"no value when security_protocol is {protocol!r} (set it to "
+                        "'SASL_SSL' or 'SASL_PLAINTEXT' to authenticate with SASL)",
+                    )
+        if not tls:
+            for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password"):
+                if getattr(self, key) is not None:
+                    raise Invalid(key, f"no value when security_protocol is {protocol!r} (no TLS)")
+        mechanism = self.sasl_mechanism
+        if mechanism == "OAUTHBEARER":
+            if not self.sasl_oauth or not isinstance(self.sasl_oauth.get("type"), str):
+                raise Invalid(
+                    "sasl_oauth",
+                    "a token provider when sasl_mechanism is 'OAUTHBEARER', e.g. "
+                    "{type: file, path: /var/run/secrets/kafka/token}",
+                )
+            for key in ("sasl_username", "sasl_password"):
+                if getattr(self, key) is not None:
+                    raise Invalid(key, "no value with OAUTHBEARER (the token identifies)")
+        elif mechanism is not None:
+            if self.sasl_oauth is not None:
+                raise Invalid("sasl_oauth", f"no value with sasl_mechanism {mechanism!r}")
+            for key in ("sasl_username", "sasl_password"):
+                if getattr(self, key) is None:
+                    raise Invalid(key, f"a value with sasl_mechanism {mechanism!r}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise Invalid("ssl_certfile", "the client certificate that ssl_keyfile belongs to")
+        if self.ssl_key_password is not None and self.ssl_keyfile is None:
+            raise Invalid("ssl_keyfile", "the encrypted key that ssl_key_password opens")
+        return self
 
-            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ssl_cafile)
-        return kwargs
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments common to aiokafka producers, consumers and admin clients;
+        :class:`ConfigError` naming the key when a TLS file or the token provider
+        cannot be used."""
+        from webhook_common.kafkaauth import client_kwargs
+
+        return client_kwargs(self)

@@ -7,6 +7,13 @@
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (KAFKA_PORT+1),
 # WG_STATE_DIR (var/local), WG_CACHE_DIR (.cache). Idempotent: `up` on a running
 # broker only re-probes it; `down` waits until the JVM is gone.
+#
+# A second listener, SASL_SSL, as managed clusters have (the tests of TLS and SASL use it):
+# KAFKA_SASL_SSL_PORT (its port on 127.0.0.1), KAFKA_TLS_KEYSTORE
+# (a PKCS12 file with the broker's key and certificate) and KAFKA_TLS_PASSWORD,
+# KAFKA_SASL_USERS ("name:password,..."; SCRAM-SHA-256/512 credentials are written when the
+# storage is formatted, so set it on a fresh WG_STATE_DIR; PLAIN takes the same users).
+# OAUTHBEARER accepts Kafka's unsecured (unsigned) test tokens on that listener.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,17 +54,55 @@ running_pid() {
     kill -0 "$pid" 2>/dev/null && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null && echo "$pid"
 }
 
+sasl_port="${KAFKA_SASL_SSL_PORT:-}"
+
+sasl_properties() {
+    [ -n "$sasl_port" ] || return 0
+    [ -f "${KAFKA_TLS_KEYSTORE:-}" ] || die "KAFKA_SASL_SSL_PORT needs KAFKA_TLS_KEYSTORE (a PKCS12 file)"
+    local plain_users="" entry
+    IFS=',' read -ra entries <<<"${KAFKA_SASL_USERS:-}"
+    for entry in "${entries[@]}"; do
+        plain_users="$plain_users user_${entry%%:*}=\"${entry#*:}\""
+    done
+    cat <<PROPS
+sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512,OAUTHBEARER
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub="broker";
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=$KAFKA_TLS_KEYSTORE
+listener.name.sasl_ssl.ssl.keystore.password=${KAFKA_TLS_PASSWORD:-}
+PROPS
+}
+
+scram_args() {
+    local entry
+    IFS=',' read -ra entries <<<"${KAFKA_SASL_USERS:-}"
+    for entry in "${entries[@]}"; do
+        for mech in SCRAM-SHA-256 SCRAM-SHA-512; do
+            printf '%s\n' "--add-scram" "$mech=[name=${entry%%:*},password=${entry#*:}]"
+        done
+    done
+}
+
 write_config() {
     mkdir -p "$state/data"
+    local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+    local advertised="PLAINTEXT://127.0.0.1:$port"
+    if [ -n "$sasl_port" ]; then
+        listeners="$listeners,SASL_SSL://127.0.0.1:$sasl_port"
+        advertised="$advertised,SASL_SSL://127.0.0.1:$sasl_port"
+    fi
     cat > "$state/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=$state/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -72,6 +117,7 @@ group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 log.retention.hours=24
 PROPS
+    sasl_properties >> "$state/server.properties"
     cat > "$state/log4j2.yaml" <<'L4J'
 Configuration:
   Appenders:
@@ -116,8 +162,10 @@ up() {
     if [ ! -f "$state/data/meta.properties" ]; then
         local cid
         cid="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+        local scram=()
+        mapfile -t scram < <(scram_args)
         java "${java_opts[@]}" -cp "$cp" kafka.tools.StorageTool format \
-            -t "$cid" -c "$state/server.properties" >"$state/format.log" 2>&1 \
+            -t "$cid" -c "$state/server.properties" "${scram[@]}" >"$state/format.log" 2>&1 \
             || die "storage format failed; see $state/format.log"
     fi
     nohup java "${java_opts[@]}" -cp "$cp" kafka.Kafka "$state/server.properties" \

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.integration.secure_kafka import SecureKafka, secure_service
 
 TopicFactory = Callable[..., Awaitable[str]]
 
@@ -33,3 +36,18 @@ async def kafka_topic(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
         if created:
             await admin.delete_topics(created)
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(
+    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SecureKafka]:
+    """A private broker with a SASL_SSL listener (tests/integration/secure_kafka.py).
+    ``kafka_bootstrap`` marks the tests and, under CI, fails them when Kafka cannot run,
+    as for every Kafka test."""
+    service, sasl_port, ca = secure_service(tmp_path_factory.mktemp("secure-kafka"))
+    try:
+        asyncio.run(service.up())
+        yield SecureKafka(service, sasl_port, ca)
+    finally:
+        asyncio.run(service.down())

@@ -31,10 +31,10 @@ from tests.consumers.harness import (
     read_topic,
     wait_until,
 )
-from tests.integration.conftest import TopicFactory
+from tests.integration.secure_kafka import USERS, SecureKafka
 from tests.plugin_dist import write_dist_info
 
-SASL_PASSWORD = "sasl-pw-" + uuid.uuid4().hex
+SASL_PASSWORD = USERS["alice"]  # checked by the broker (SCRAM over TLS)
 PLUGIN_KEY = "plugin-key-" + uuid.uuid4().hex
 LEAKY_SINK = """
 import logging
@@ -84,14 +84,13 @@ def _with_password(url: str, user: str) -> tuple[str, str]:
 
 
 async def test_no_configured_secret_appears_in_logs_errors_dead_letters_or_metrics(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    secure_kafka: SecureKafka,
     redis_url: str,
     database_url: str,
     tmp_path: Path,
 ) -> None:
-    raw = await kafka_topic("raw")
-    dlq = await kafka_topic("dlq")
+    raw = await secure_kafka.topic("raw")
+    dlq = await secure_kafka.topic("dlq")
     redis, redis_password = _with_password(redis_url, "default")
     dsn, pg_password = _with_password(database_url, "webhooks")
     secrets = [SASL_PASSWORD, SIGNING_SECRET, HEADER_TOKEN, PLUGIN_KEY, redis_password, pg_password]
@@ -107,13 +106,7 @@ async def test_no_configured_secret_appears_in_logs_errors_dead_letters_or_metri
     config.write_text(
         yaml.safe_dump(
             {
-                "kafka": {
-                    "bootstrap_servers": kafka_bootstrap,
-                    # Carried by every client; PLAINTEXT listeners never use it.
-                    "sasl_mechanism": "PLAIN",
-                    "sasl_username": "consumer",
-                    "sasl_password": SASL_PASSWORD,
-                },
+                "kafka": secure_kafka.settings(sasl_password=SASL_PASSWORD),
                 "consumers": {
                     "group": f"g-{uuid.uuid4().hex[:8]}",
                     "topics": [raw],
@@ -140,7 +133,9 @@ async def test_no_configured_secret_appears_in_logs_errors_dead_letters_or_metri
             }
         )
     )
-    await produce(kafka_bootstrap, raw, [(meta(f"e{i}", f"k{i}"), b'{"n": 1}') for i in range(3)])
+    await produce(
+        secure_kafka.plaintext, raw, [(meta(f"e{i}", f"k{i}"), b'{"n": 1}') for i in range(3)]
+    )
 
     proc = ConsumerProcess(config, tmp_path / "consumer.log", env=env).start()
     try:
@@ -151,7 +146,7 @@ async def test_no_configured_secret_appears_in_logs_errors_dead_letters_or_metri
                 60,
                 "a dead-lettered delivery",
             )
-            dead = await read_topic(kafka_bootstrap, dlq, 6, within=60)
+            dead = await read_topic(secure_kafka.plaintext, dlq, 6, within=60)
             async with httpx.AsyncClient(timeout=5) as client:
                 metrics = (await client.get(proc.url + "/metrics")).text
             assert proc.terminate() == 0, proc.logs()

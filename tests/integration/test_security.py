@@ -1,12 +1,11 @@
 """Security of a real run: secrets never leak; the admin port is not the public one.
 
 One run of ``gateway serve`` and ``consumers run`` (subprocesses, DEBUG logging) with
-known secrets in the config: the webhook signature secrets, a Kafka SASL password
-(configured though the local broker does not use it) and an HTTP sink's signing
-secret. The run sees every path: accepted, unsigned, mis-signed, oversized, unknown
-paths, a sink that fails then recovers, the dead-letter topic, and SIGTERM. Then every
-log line of both processes, every error body and both ``/metrics`` pages are searched
-for the secrets.
+known secrets in the config: the webhook signature secrets, the Kafka SASL password
+(SCRAM over TLS to a broker that checks it) and an HTTP sink's signing secret. The run
+sees every path: accepted, unsigned, mis-signed, oversized, unknown paths, a sink that
+fails then recovers, the dead-letter topic, and SIGTERM. Then every log line of both
+processes, every error body and both ``/metrics`` pages are searched for the secrets.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ import yaml
 from gateway.verifiers.crystallize import sign_hmac
 from tests.consumers.harness import ConsumerProcess, TargetServer, wait_until
 from tests.gateway.support import GatewayProcess
-from tests.integration.conftest import TopicFactory
+from tests.integration.secure_kafka import USERS, SecureKafka
 
 PATH = "/webhooks/crystallize"
 
@@ -40,8 +39,7 @@ def leaks(secret: str, text: str) -> list[str]:
 
 
 async def test_secrets_never_in_logs_error_bodies_or_metrics(
-    kafka_bootstrap: str,
-    kafka_topic: TopicFactory,
+    secure_kafka: SecureKafka,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -50,19 +48,14 @@ async def test_secrets_never_in_logs_error_bodies_or_metrics(
     secrets = {
         "signature": f"sig-current-{token}",
         "signature_old": f"sig-rotated-{token}",
-        "sasl_password": f"sasl-pw-{token}",
+        "sasl_password": USERS["alice"],
         "sink_signing": f"sink-sign-{token}",
         "sink_auth": f"Bearer sink-auth-{token}",
     }
-    raw = await kafka_topic("sec.raw", partitions=2)
-    dlq = await kafka_topic("sec.dlq")
+    raw = await secure_kafka.topic("sec.raw", partitions=2)
+    dlq = await secure_kafka.topic("sec.dlq")
     target = TargetServer(status=503).start()
-    kafka = {
-        "bootstrap_servers": kafka_bootstrap,
-        "sasl_mechanism": "PLAIN",
-        "sasl_username": "webhooks",
-        "sasl_password": secrets["sasl_password"],
-    }
+    kafka = secure_kafka.settings(sasl_password=secrets["sasl_password"])
     config = tmp_path / "secure.yaml"
     config.write_text(
         yaml.safe_dump(
