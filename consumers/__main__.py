@@ -35,6 +35,7 @@ from webhook_common.errors import ConfigError, StartupError
 from webhook_common.idempotent import RenewingProducer
 from webhook_common.kafkaauth import check_access, connect
 from webhook_common.logs import Redactor, setup_logging
+from webhook_common.metrics import process_registry
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
 from webhook_common.topicsizes import TopicLimits, fetch_max_message_bytes, shortfalls
@@ -162,7 +163,7 @@ def _build(settings: ConsumerConfig, config_path: Path | None = None) -> Runtime
     ``settings`` came from, which sinks that run ``python -m consumers`` reuse."""
     from consumers.plugins import SinkRegistry, build_sinks
 
-    registry = CollectorRegistry()
+    registry = process_registry("consumers")
     kafka = settings.kafka
     sections = settings.consumers.sinks
     context = SinkContext(

@@ -9,7 +9,6 @@ objects the handler routes by.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +18,7 @@ from starlette.responses import Response
 
 from gateway import extract
 from gateway.sources import Source
-from webhook_common import problem
+from webhook_common import package_version, problem
 
 
 def _problem_handlers(app: FastAPI, on_error: Callable[[int], None]) -> None:
@@ -123,18 +122,11 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
     return op
 
 
-def _version() -> str:
-    try:
-        return metadata.version("webhook-gateway")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def create_api(sources: Sequence[Source], on_error: Callable[[int], None]) -> FastAPI:
     """The FastAPI app behind :class:`GatewayApp`: OpenAPI and docs."""
     api = FastAPI(
         title="webhook-gateway ingress",
-        version=_version(),
+        version=package_version(),
         description="Verifies webhooks on their raw bytes and writes them to Kafka.",
         redoc_url=None,
     )

@@ -43,6 +43,7 @@ from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
 from webhook_common.admin import Probe, admin_app
 from webhook_common.errors import StartupError
 from webhook_common.kafkaauth import check_access, connect
+from webhook_common.metrics import process_registry
 from webhook_common.runtime import server_heap
 from webhook_common.server import Server, bind, make_server
 
@@ -160,7 +161,7 @@ async def serve(
     """Run until SIGTERM/SIGINT, then shut down in order (see the module docstring).
     ``worker``: run as one of ``serve --workers N`` (shared webhook port, own spool
     directory, stop also when the supervisor is gone)."""
-    registry = registry if registry is not None else CollectorRegistry()
+    registry = registry if registry is not None else process_registry("gateway")
     metrics = IngressMetrics(registry)
     settings = cfg.gateway
     kafka_producer: KafkaProducer | None = None

@@ -6,9 +6,20 @@ registry and prefix are given once and no metric lands on the global registry.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from webhook_common import package_version
 
 
 class MetricSet:
@@ -28,3 +39,22 @@ class MetricSet:
         self, name: str, doc: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
     ) -> Histogram:
         return Histogram(self.prefix + name, doc, labels, buckets=buckets, registry=self.registry)
+
+
+def process_registry(component: str) -> CollectorRegistry:
+    """The registry of one process: the client library's process (CPU, RSS, open files),
+    platform and GC collectors, which a bare ``CollectorRegistry`` lacks, and
+    ``webhookgw_build_info{component, version, python}`` (value 1) so dashboards can
+    tell versions apart during a rollout."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    info = Gauge(
+        "webhookgw_build_info",
+        "The running build: always 1, labelled with component, version and Python.",
+        ["component", "version", "python"],
+        registry=registry,
+    )
+    info.labels(component, package_version(), platform.python_version()).set(1)
+    return registry

@@ -123,6 +123,8 @@ async def test_signed_webhooks_arrive_once_per_sink_in_key_order(
                 return consumed >= EVENTS + len(resent) and in_flight == 0
 
             await wait_until(settled, 30, "every record processed")
+            assert await consumer.metric("process_resident_memory_bytes") > 0
+            assert await consumer.metric("webhookgw_build_info", component="consumers") == 1
             skipped_file = await consumer.metric(
                 "webhookgw_consumer_duplicates_skipped_total", sink="events_file"
             )

@@ -141,6 +141,9 @@ async def test_kafka_down_every_request_202_then_all_delivered_in_order(
     assert sum(spooled.values()) == 1, spooled
     assert set(spooled) <= {"timeout", "error"}, spooled
     assert "webhookgw_ingress_spool_drained_total 40.0" in metrics
+    # The process's own collectors and build info, on the gateway's registry.
+    assert "\nprocess_resident_memory_bytes " in metrics
+    assert 'webhookgw_build_info{component="gateway",' in metrics
 
 
 async def test_sigkilled_gateway_holding_a_spool_drains_it_after_restart(
