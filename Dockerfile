@@ -4,7 +4,8 @@
 #   docker run -e ADMIN_PORT=8082 IMAGE python -m consumers run \
 #       --config /etc/webhook-gateway/config.yaml --admin-port 8082
 # Build:  docker build -t webhook-gateway .
-# The config file (/etc/webhook-gateway/config.yaml) is the quickstart one; mount your own.
+# The config file (/etc/webhook-gateway/config.yaml) is deploy/config/image.yaml (the
+# quick start without the inspector); mount your own.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # -- build: a virtualenv with the project and its runtime dependencies only ----------
@@ -37,7 +38,7 @@ RUN groupadd --system --gid 10001 webhookgw \
     && mkdir -p /var/lib/webhook-gateway \
     && chown webhookgw:webhookgw /var/lib/webhook-gateway
 COPY --from=build /opt/webhook-gateway /opt/webhook-gateway
-COPY deploy/config/quickstart.yaml /etc/webhook-gateway/config.yaml
+COPY deploy/config/image.yaml /etc/webhook-gateway/config.yaml
 ENV PATH=/opt/webhook-gateway/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

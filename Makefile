@@ -71,7 +71,7 @@ run: $(STAMP)  ## run the product on its embedded default (local Kafka, gateway,
 bench: $(STAMP) services-up  ## side-by-side benchmark (~12 min): gateway vs raw ASGI and naive app, consumers -> var/bench/results.md
 	$(PY) -m bench $(BENCH_ARGS)
 
-faults: $(STAMP) services-up  ## fault-injection scenarios (~7 min): every 202 reconciled with Kafka and the sinks
+faults: $(STAMP) services-up  ## fault-injection scenarios (~22 min, shipped defaults): every 202 reconciled with Kafka and the sinks
 	$(PY) -m faults --run-dir var/faults $(FAULTS_ARGS)
 
 clean:  ## remove the virtualenv, caches and local service data (stop services first)

@@ -174,6 +174,11 @@ class ConsumersSection(StrictModel):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: ConcurrencyConfig = Field(default_factory=ConcurrencyConfig)
     commit_interval_ms: int = Field(default=1_000, ge=10)
+    # Where a group with no committed offset for a partition starts: the oldest retained
+    # record, so nothing already acknowledged to a provider is skipped. `latest` skips
+    # the backlog a new group would otherwise deliver (a new sink that only wants new
+    # events).
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
 
     @model_validator(mode="after")

@@ -95,7 +95,7 @@ class Engine:
         return AIOKafkaConsumer(
             group_id=self.group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset=self.config.auto_offset_reset,
             isolation_level="read_committed",
             max_poll_records=min(500, self.config.concurrency.max_in_flight),
             **kwargs,

@@ -109,11 +109,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             admin_port=args.admin_port,
+            admin_host=args.admin_host,
             count=count,
             count_key=count_key,
         )
         return supervisor.run(plan, cfg.gateway)
-    listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
+    listen = server.Listen(
+        host=args.host, port=args.port, admin_port=args.admin_port, admin_host=args.admin_host
+    )
     run(server.serve(cfg, sources, listen))
     return 0
 
@@ -132,7 +135,9 @@ def _serve_worker(args: argparse.Namespace) -> int:
         _setup_logging(cfg)
         supervisor.tag_worker_logs(index, text_format=cfg.gateway.log_format == "text")
         sources = build_sources(cfg, VerifierRegistry())
-        listen = server.Listen(host=args.host, port=args.port, admin_port=args.admin_port)
+        listen = server.Listen(
+            host=args.host, port=args.port, admin_port=args.admin_port, admin_host=args.admin_host
+        )
         run(server.serve(cfg, sources, listen, worker=link))
     except ConfigError as exc:
         if link.fail(str(exc), 2):
@@ -204,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port,
         default=8081,
         help="metrics/health port (default 8081); with --workers N, worker i uses this + i",
+    )
+    serve.add_argument(
+        "--admin-host",
+        default=None,
+        metavar="HOST",
+        help="address the admin port binds (default: --host); e.g. 127.0.0.1 or a pod-internal "
+        "address, so metrics and health are not served where webhooks are",
     )
     serve.add_argument(
         "--workers",

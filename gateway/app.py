@@ -3,8 +3,9 @@
 The hot path is a plain ASGI handler (:class:`Ingress`), not a FastAPI path
 operation: FastAPI's dependency injection and its middleware layers cost about half
 the throughput for work this small. :class:`GatewayApp` sends requests for configured
-source paths straight to it and everything else (``/docs``, ``/openapi.json``, 404s)
-to a FastAPI app, whose OpenAPI document describes the webhook paths by hand.
+source paths straight to it and everything else (404s; ``/docs`` and ``/openapi.json``
+only with ``gateway.api_docs: webhook``, else they are on the admin port) to a FastAPI
+app, whose OpenAPI document describes the webhook paths by hand.
 
 Order of checks, each answered as RFC 9457 problem details: 404 unknown path, 400
 event-type path segment that is not plain path characters, 405 method, 429 over the
@@ -558,5 +559,9 @@ class GatewayApp:
 
 
 def create_app(ingress: Ingress) -> GatewayApp:
-    api = create_api(ingress.sources, lambda status: ingress.count("", status))
+    api = create_api(
+        ingress.sources,
+        lambda status: ingress.count("", status),
+        docs=ingress.settings.api_docs == "webhook",
+    )
     return GatewayApp(ingress, api)

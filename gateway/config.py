@@ -171,6 +171,9 @@ class GatewaySection(StrictModel):
     # Gateway processes behind one webhook port (`serve --workers` wins). 1: a single
     # process, no supervisor. Containers keep 1 and scale with replicas.
     workers: int = Field(default=1, ge=1, le=64)
+    # Where /docs and /openapi.json are served: the admin port (the default: the public
+    # port answers webhooks and nothing else), the webhook port, or nowhere.
+    api_docs: Literal["admin", "webhook", "off"] = "admin"
     # At start-up, compare each source topic's max.message.bytes with the largest record
     # its sources send. `warn` logs an error and serves: topic configs drift apart from
     # deployments (another team, a broker upgrade), and refusing to start would turn

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from gateway import extract
 from gateway.sources import Source
@@ -122,13 +124,18 @@ def _operation(source: Source, method: str, with_segment: bool) -> dict[str, Any
     return op
 
 
-def create_api(sources: Sequence[Source], on_error: Callable[[int], None]) -> FastAPI:
-    """The FastAPI app behind :class:`GatewayApp`: OpenAPI and docs."""
+def create_api(
+    sources: Sequence[Source], on_error: Callable[[int], None], *, docs: bool = True
+) -> FastAPI:
+    """The FastAPI app behind :class:`GatewayApp`: its problem answers for paths no
+    source has, and with ``docs`` the OpenAPI document and its page."""
     api = FastAPI(
         title="webhook-gateway ingress",
         version=package_version(),
         description="Verifies webhooks on their raw bytes and writes them to Kafka.",
         redoc_url=None,
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
     )
     _problem_handlers(api, on_error)
 
@@ -152,3 +159,19 @@ def create_api(sources: Sequence[Source], on_error: Callable[[int], None]) -> Fa
 
     api.openapi = openapi  # type: ignore[method-assign]
     return api
+
+
+def docs_routes(sources: Sequence[Source]) -> list[BaseRoute]:
+    """``/openapi.json`` and ``/docs`` for the admin port."""
+    api = create_api(sources, lambda status: None)
+
+    async def document(request: Request) -> Response:
+        return JSONResponse(api.openapi())
+
+    async def page(request: Request) -> Response:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{api.title} - docs")
+
+    return [
+        Route("/openapi.json", document, methods=["GET"]),
+        Route("/docs", page, methods=["GET"]),
+    ]

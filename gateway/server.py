@@ -31,12 +31,14 @@ from typing import Any, Protocol
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Gauge
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from gateway.app import Ingress, IngressState, create_app
 from gateway.config import GatewayConfig, GatewaySection, HttpLimits
 from gateway.httplimits import guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
+from gateway.openapi import docs_routes
 from gateway.producer import KafkaProducer, RecordProducer, is_outage
 from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
@@ -61,6 +63,7 @@ def create_admin_app(
     producer: RecordProducer,
     registry: CollectorRegistry,
     spool: Spool | None = None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     # Readiness as a metric too, so an alert can tell "running but not ready" (Kafka
     # unreachable, topics missing, draining) from "down"; refreshed on every scrape.
@@ -99,7 +102,7 @@ def create_admin_app(
     async def on_scrape() -> None:
         await not_ready_reason()
 
-    return admin_app(registry, ready=ready, on_scrape=on_scrape)
+    return admin_app(registry, ready=ready, on_scrape=on_scrape, routes=routes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,11 @@ class Listen:
     host: str = "0.0.0.0"
     port: int = 8080
     admin_port: int = 8081
+    admin_host: str | None = None  # None: the webhook port's host
+
+    @property
+    def admin_address(self) -> str:
+        return self.host if self.admin_host is None else self.admin_host
 
 
 class Supervised(Protocol):
@@ -178,7 +186,7 @@ async def serve(
 
     web_sock = bind(listen.host, listen.port, reuse_port=worker is not None)
     try:
-        admin_sock = bind(listen.host, listen.admin_port)
+        admin_sock = bind(listen.admin_address, listen.admin_port)
     except StartupError:
         web_sock.close()
         raise
@@ -231,7 +239,13 @@ async def serve(
             ingress = Ingress(sources, producer, metrics, settings, state, spool=spool)
             await _run(
                 ingress,
-                create_admin_app(state, producer, registry, spool),
+                create_admin_app(
+                    state,
+                    producer,
+                    registry,
+                    spool,
+                    docs_routes(sources) if settings.api_docs == "admin" else (),
+                ),
                 settings,
                 web_sock,
                 admin_sock,

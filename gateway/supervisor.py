@@ -78,6 +78,7 @@ class Plan:
     admin_port: int
     count: int
     count_key: str = "--workers"
+    admin_host: str | None = None
 
     def admin_ports(self) -> list[int]:
         return [self.admin_port + i for i in range(self.count)]
@@ -159,6 +160,7 @@ def worker_argv(plan: Plan, index: int, link_fd: int) -> list[str]:
         str(plan.port),
         "--admin-port",
         str(plan.admin_port + index),
+        *(["--admin-host", plan.admin_host] if plan.admin_host is not None else []),
         "--worker",
         f"{index}/{plan.count}",
         "--link-fd",

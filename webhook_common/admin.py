@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from webhook_common import problem
 
@@ -74,6 +74,7 @@ def admin_app(
     ready: ProbeCheck = _always_ok,
     on_scrape: Callable[[], Awaitable[None]] = _nothing,
     on_answer: Callable[[str, int], None] = lambda path, status: None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The admin ASGI app of one process (see the module docstring)."""
 
@@ -114,6 +115,7 @@ def admin_app(
             Route("/healthz", probe_endpoint(alive, "ok"), methods=["GET"]),
             Route("/readyz", probe_endpoint(ready, "ready"), methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *routes,  # a process's own admin pages (the gateway's API docs)
         ],
         exception_handlers={HTTPException: http_error, Exception: internal_error},
     )

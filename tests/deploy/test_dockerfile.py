@@ -133,7 +133,7 @@ def test_command_and_ports_agree_with_the_cli() -> None:
     assert {int(effective["--port"]), int(effective["--admin-port"]), consumer_admin} <= exposed
     # The config the command names is the one the image ships.
     assert any(
-        c.split()[-1] == effective["--config"] for c in final.all("COPY") if "quickstart" in c
+        c.split()[-1] == effective["--config"] for c in final.all("COPY") if "config.yaml" in c
     )
 
 
@@ -153,3 +153,23 @@ def test_healthcheck_probes_healthz_on_the_admin_port() -> None:
     words = shlex.split(check.split("CMD", 1)[1])
     assert words[:2] == ["python", "-c"]
     compile(words[2], "<healthcheck>", "exec")
+
+
+def test_the_image_config_parses_on_both_sides_and_has_no_development_sink() -> None:
+    from consumers.config import load_config as load_consumers
+    from gateway.config import load_config as load_gateway
+
+    target = " /etc/webhook-gateway/config.yaml"
+    lines = DOCKERFILE.read_text().splitlines()
+    copied = [x.split()[1] for x in lines if x.startswith("COPY ") and x.endswith(target)]
+    assert copied == ["deploy/config/image.yaml"]
+    env = {"CRYSTALLIZE_SIGNATURE_SECRET": "s" * 32}
+    path = ROOT / copied[0]
+    gateway = load_gateway(path, env=env)
+    assert gateway.gateway.log_format == "json"
+    consumers = load_consumers(path, env=env)
+    types = {name: sink.get("type") for name, sink in consumers.consumers.sinks.items()}
+    assert "inspector" not in types.values(), types
+    # Writable in the image: its only writable directory, the working directory.
+    assert types == {"events_file": "file"}
+    assert consumers.consumers.sinks["events_file"]["path"].startswith("/var/lib/webhook-gateway/")

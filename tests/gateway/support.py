@@ -185,13 +185,21 @@ def serve_argv(config: Path, port: int, admin_port: int, *extra: str) -> list[st
 class GatewayProcess:
     """``python -m gateway serve`` on free loopback ports; always stopped by the caller."""
 
-    def __init__(self, config_path: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config_path: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        admin_host: str = "127.0.0.1",
+    ) -> None:
         self.port = free_port()
         self.admin_port = free_port()
+        self.admin_host = admin_host
         self.log_path = config_path.with_suffix(".log")
         self._log = self.log_path.open("wb")
+        extra = ["--admin-host", admin_host] if admin_host != "127.0.0.1" else []
         self.proc = subprocess.Popen(
-            serve_argv(config_path, self.port, self.admin_port),
+            serve_argv(config_path, self.port, self.admin_port, *extra),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -203,7 +211,7 @@ class GatewayProcess:
 
     @property
     def admin_url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
+        return f"http://{self.admin_host}:{self.admin_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

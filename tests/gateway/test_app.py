@@ -213,7 +213,7 @@ async def test_a_handler_bug_is_the_shared_500_problem_and_says_nothing_of_it(
 
 
 async def test_not_found_and_method_not_allowed() -> None:
-    app, _, _, registry = build([shop()])
+    app, _, _, registry = build([shop()], {"api_docs": "webhook"})
     async with client(app) as c:
         r404 = await c.post("/webhooks/unknown", content=BODY)
         r404b = await c.post("/webhooks/shop/a/b", content=BODY)
@@ -390,7 +390,7 @@ async def test_public_url_resolution() -> None:
 
 
 async def test_openapi_documents_webhook_paths() -> None:
-    app, _, _, _ = build([shop()])
+    app, _, _, _ = build([shop()], {"api_docs": "webhook"})
     async with client(app) as c:
         r = await c.get("/openapi.json")
         docs = await c.get("/docs")
@@ -402,6 +402,27 @@ async def test_openapi_documents_webhook_paths() -> None:
     assert set(post["responses"]) == {"202", "400", "401", "405", "408", "413", "503"}
     assert "Problem" in r.json()["components"]["schemas"]
     assert docs.status_code == 200
+
+
+async def test_api_docs_are_on_the_admin_port_by_default_and_nowhere_when_off() -> None:
+    from gateway.openapi import docs_routes
+
+    app, ingress, producer, registry = build([shop()])
+    async with client(app) as c:
+        for path in ("/openapi.json", "/docs"):
+            assert_problem(await c.get(path), 404, "not-found", path)
+    admin = create_admin_app(ingress.state, producer, registry, None, docs_routes(ingress.sources))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=admin), base_url="http://admin"
+    ) as c:
+        document = await c.get("/openapi.json")
+        page = await c.get("/docs")
+    assert set(document.json()["paths"]["/webhooks/shop"]) == {"get", "post"}
+    assert page.status_code == 200
+    assert "/openapi.json" in page.text
+    off, _, _, _ = build([shop()], {"api_docs": "off"})
+    async with client(off) as c:
+        assert (await c.get("/openapi.json")).status_code == 404
 
 
 def test_parse_json_accepts_numbers_orjson_refuses() -> None:

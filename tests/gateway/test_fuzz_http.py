@@ -37,7 +37,9 @@ FRAMING = ("content-length", "transfer-encoding", "connection", "expect", "upgra
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    with live_server({"http": {"header_timeout_seconds": 2, "body_timeout_seconds": 2}}) as s:
+    # The API docs on this port too: schemathesis reads the document from it.
+    limits = {"header_timeout_seconds": 2, "body_timeout_seconds": 2}
+    with live_server({"http": limits, "api_docs": "webhook"}) as s:
         yield s
 
 

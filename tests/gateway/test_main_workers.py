@@ -246,3 +246,12 @@ def test_crashed_worker_is_restarted_and_sigterm_stops_all_cleanly(
     assert "exited unexpectedly (exit status 3); restarting it" in caplog.text
     # The supervisor's handlers are gone again.
     assert signal.getsignal(signal.SIGTERM) is not sup._on_signal
+
+
+def test_each_worker_gets_the_admin_host() -> None:
+    from gateway.supervisor import Plan, worker_argv
+
+    argv = worker_argv(Plan("c", "0.0.0.0", 8080, 9000, 2, admin_host="10.0.0.5"), 1, 7)
+    assert argv[argv.index("--admin-host") + 1] == "10.0.0.5"
+    assert argv[argv.index("--admin-port") + 1] == "9001"
+    assert "--admin-host" not in worker_argv(Plan("c", "0.0.0.0", 8080, 9000, 2), 0, 7)

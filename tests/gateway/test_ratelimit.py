@@ -53,7 +53,7 @@ async def test_over_the_limit_is_429_with_retry_after_and_counted() -> None:
         # One request per 100 s: the second request within the test is always over.
         "rate_limit": {"per_second": 0.01, "burst": 1},
     }
-    app, _, producer, registry = build([source])
+    app, _, producer, registry = build([source], {"api_docs": "webhook"})
     body = b'{"id": "1"}'
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw.test"
@@ -78,7 +78,7 @@ async def test_over_the_limit_is_429_with_retry_after_and_counted() -> None:
 
 async def test_no_rate_limit_by_default() -> None:
     source = {"name": "shop", "verifier": {"type": "body-hmac"}, "secrets": [SECRET]}
-    app, _, producer, _ = build([source])
+    app, _, producer, _ = build([source], {"api_docs": "webhook"})
     body = b'{"id": "1"}'
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://gw.test"

@@ -98,3 +98,43 @@ async def _all_done(proc: ConsumerProcess, n: int) -> bool:
     consumed = await proc.metric("webhookgw_consumer_consumed_total")
     in_flight = await proc.metric("webhookgw_consumer_in_flight")
     return consumed >= n and in_flight == 0
+
+
+async def test_a_new_group_set_to_latest_skips_the_backlog_and_delivers_what_follows(
+    kafka_bootstrap: str, kafka_topic: TopicFactory, tmp_path: Path
+) -> None:
+    raw = await kafka_topic("raw")
+    dlq = await kafka_topic("dlq")
+    out = tmp_path / "events.jsonl"
+    config = write_config(
+        tmp_path / "c.yaml",
+        kafka_bootstrap,
+        {
+            "group": f"g-{uuid.uuid4().hex[:8]}",
+            "topics": [raw],
+            "dlq_topic": dlq,
+            "sinks": {"events": {"type": "file", "path": str(out), "fsync": "never"}},
+            "routes": [{"name": "all", "sinks": ["events"]}],
+            "auto_offset_reset": "latest",
+        },
+    )
+    await produce(kafka_bootstrap, raw, [(meta(f"old{i}", "k"), b"{}") for i in range(3)])
+    proc = ConsumerProcess(config, tmp_path / "consumer.log").start()
+    sent = 0
+    with consumers_running(proc):
+        await proc.wait_ready()
+
+        async def a_new_one_delivered() -> bool:
+            # Until the group has its position, a record may land before "latest".
+            nonlocal sent
+            if read_jsonl(out):
+                return True
+            await produce(kafka_bootstrap, raw, [(meta(f"new{sent}", "k"), b"{}")])
+            sent += 1
+            return False
+
+        await wait_until(a_new_one_delivered, 60, "a record produced after the start", 0.5)
+        assert proc.terminate() == 0, proc.logs()
+    ids = [line["id"] for line in read_jsonl(out)]
+    assert ids
+    assert all(i.startswith("new") for i in ids), ids

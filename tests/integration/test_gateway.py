@@ -208,3 +208,23 @@ async def test_every_status_against_real_kafka(
     gw.terminate()
     assert await gw.wait_exit(30) == 0, gw.log()
     assert SECRET not in gw.log()
+
+
+async def test_the_admin_port_can_bind_another_address_than_the_webhook_port(
+    kafka_bootstrap: str,
+    kafka_topic: TopicFactory,
+    tmp_path: Path,
+    gateway_factory: list[GatewayProcess],
+) -> None:
+    topic = await kafka_topic("admin-host")
+    gw = GatewayProcess(
+        write_config(tmp_path, kafka_bootstrap, topic, topic), admin_host="127.0.0.2"
+    )
+    gateway_factory.append(gw)
+    await gw.wait_healthy()  # on 127.0.0.2
+    async with httpx.AsyncClient(timeout=5) as client:
+        assert (await client.get(gw.admin_url + "/metrics")).status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            await client.get(f"http://127.0.0.1:{gw.admin_port}/metrics")
+        # The webhook port is where it was, and does not serve the admin paths.
+        assert (await client.get(gw.url + "/metrics")).status_code == 404

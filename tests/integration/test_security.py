@@ -132,7 +132,10 @@ async def test_secrets_never_in_logs_error_bodies_or_metrics(
             ]
             assert [r.status_code for r in refused] == [401, 401, 401, 413, 400, 405, 404, 404, 404]
             bodies += [r.text + str(r.headers) for r in refused]
-            bodies.append((await c.get("/openapi.json")).text)
+            assert (await c.get("/openapi.json")).status_code == 404  # on the admin port
+            document = await c.get(gateway.admin_url + "/openapi.json")
+            assert document.status_code == 200
+            bodies.append(document.text)
 
         # The sink fails (retries, then the DLQ), then recovers for later events.
         await wait_until(lambda: target.requests >= 10, 60, "the failing sink to be tried")
