@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import yaml
@@ -114,7 +119,9 @@ def test_help_lists_commands_and_examples() -> None:
     assert "not a port number" in bad.stderr
 
 
-def test_serve_without_kafka_is_one_clear_error(tmp_path: Path) -> None:
+def serve_without_kafka(tmp_path: Path, *extra: str) -> tuple[int, int, subprocess.Popen[str]]:
+    """``serve`` pointed at a port where no broker listens: (that port, the admin port, the
+    process, started)."""
     dead = free_port()  # nothing listens here
     path = write(
         tmp_path,
@@ -126,21 +133,61 @@ def test_serve_without_kafka_is_one_clear_error(tmp_path: Path) -> None:
             ],
         },
     )
-    result = run(
-        "serve",
-        "--config",
-        str(path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(free_port()),
-        "--admin-port",
-        str(free_port()),
+    admin = free_port()
+    while admin == 65535:
+        admin = free_port()
+    argv = ["--config", str(path), "--host", "127.0.0.1", "--port", str(free_port())]
+    environ = {k: v for k, v in os.environ.items() if k != "CRYSTALLIZE_SIGNATURE_SECRET"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", *argv, "--admin-port", str(admin), *extra],
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert result.returncode == 1
-    assert f"error: cannot connect to Kafka at '127.0.0.1:{dead}'" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert SECRET not in result.stderr
+    return dead, admin, proc
+
+
+def wait_not_ready(proc: subprocess.Popen[str], admin: int, within: float = 60.0) -> str:
+    """Until ``/readyz`` on ``admin`` answers (503 expected); its body."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=2) as r:
+                return f"{r.status} {r.read().decode()}"
+        except urllib.error.HTTPError as answer:
+            return f"{answer.code} {answer.read().decode()}"
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"no /readyz on {admin} within {within:g} s")
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, stderr
+
+
+def test_serve_without_kafka_stays_up_not_ready_and_stops_cleanly(tmp_path: Path) -> None:
+    """An unreachable broker is an outage to wait out, not a reason to exit (the pod
+    would crash-loop while the cluster comes up); readiness says why."""
+    dead, admin, proc = serve_without_kafka(tmp_path)
+    try:
+        readyz = wait_not_ready(proc, admin)
+    finally:
+        code, stderr = stop(proc)
+    assert readyz.startswith("503 "), readyz
+    assert "Kafka unreachable" in readyz
+    assert code == 0, stderr
+    assert f"Kafka at '127.0.0.1:{dead}' is unreachable" in stderr
+    assert "Traceback" not in stderr
+    assert SECRET not in stderr
 
 
 def test_serve_port_in_use_is_one_clear_error(tmp_path: Path) -> None:

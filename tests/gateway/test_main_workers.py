@@ -18,8 +18,7 @@ import pytest
 from gateway import config as gwconfig
 from gateway import supervisor
 from gateway.supervisor import Plan, Supervisor, SupervisorError, validate
-from tests.gateway.support import free_port
-from tests.gateway.test_main import SECRET, run, write
+from tests.gateway.test_main import SECRET, run, serve_without_kafka, stop, wait_not_ready, write
 from webhook_common.errors import ConfigError
 
 # --- options and settings ---------------------------------------------------------------
@@ -95,38 +94,17 @@ def test_serve_rejects_a_bad_port_plan_before_starting_anything(tmp_path: Path) 
     assert "Traceback" not in from_config.stderr + from_cli.stderr
 
 
-def test_serve_workers_without_kafka_is_one_clear_error(tmp_path: Path) -> None:
-    dead = free_port()
-    path = write(
-        tmp_path,
-        {
-            "kafka": {"bootstrap_servers": f"127.0.0.1:{dead}"},
-            "gateway": {"log_format": "text"},
-            "sources": [{"name": "c", "verifier": {"type": "crystallize"}, "secrets": [SECRET]}],
-        },
-    )
-    port, admin = free_port(), free_port()
-    while admin == 65535 or port in (admin, admin + 1):
-        admin = free_port()
-    result = run(
-        "serve",
-        "--config",
-        str(path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--admin-port",
-        str(admin),
-        "--workers",
-        "2",
-    )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [errors[0]]  # once, from the supervisor, not once per worker
-    assert errors[0].startswith(f"error: cannot connect to Kafka at '127.0.0.1:{dead}'")
-    assert "Traceback" not in result.stderr
-    assert SECRET not in result.stderr
+def test_serve_workers_without_kafka_stay_up_not_ready_and_stop_cleanly(tmp_path: Path) -> None:
+    dead, admin, proc = serve_without_kafka(tmp_path, "--workers", "2")
+    try:
+        answers = [wait_not_ready(proc, port) for port in (admin, admin + 1)]
+    finally:
+        code, stderr = stop(proc)
+    assert all(a.startswith("503 ") and "Kafka unreachable" in a for a in answers), answers
+    assert code == 0, stderr
+    assert f"Kafka at '127.0.0.1:{dead}' is unreachable" in stderr
+    assert "Traceback" not in stderr
+    assert SECRET not in stderr
 
 
 # --- the supervisor, with stand-in workers ----------------------------------------------

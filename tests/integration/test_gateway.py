@@ -217,9 +217,9 @@ async def test_the_admin_port_can_bind_another_address_than_the_webhook_port(
     gateway_factory: list[GatewayProcess],
 ) -> None:
     topic = await kafka_topic("admin-host")
-    gw = GatewayProcess(
-        write_config(tmp_path, kafka_bootstrap, topic, topic), admin_host="127.0.0.2"
-    )
+    config = write_config(tmp_path, kafka_bootstrap, topic, topic)
+    env = {"TEST_CRYSTALLIZE_SECRET": SECRET}
+    gw = GatewayProcess(config, env, admin_host="127.0.0.2")
     gateway_factory.append(gw)
     await gw.wait_healthy()  # on 127.0.0.2
     async with httpx.AsyncClient(timeout=5) as client:
