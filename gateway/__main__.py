@@ -23,7 +23,7 @@ from webhook_common.runtime import run
 
 EXAMPLES = """\
 examples:
-  python -m gateway check-config deploy/config/quickstart.yaml
+  python -m gateway check-config --config deploy/config/quickstart.yaml
   python -m gateway topics create --config deploy/config/quickstart.yaml
   python -m gateway serve --config deploy/config/quickstart.yaml --port 8080 --admin-port 8081
   python -m gateway serve --config deploy/config/quickstart.yaml --workers 2
@@ -66,16 +66,32 @@ def _worker_slot(text: str) -> tuple[int, int]:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    cfg = gwconfig.load_config(args.path)
-    sources = build_sources(cfg, VerifierRegistry())
-    print(f"config OK: {args.path}")
-    for sc, source in zip(cfg.sources, sources, strict=True):
-        print(
-            f"  source {source.name}: {', '.join(source.methods)} {source.path} -> topic "
-            f"{source.topic} (verifier {sc.verifier.type}, {len(sc.secrets)} secret(s), "
-            f"body limit {source.body_limit} bytes)"
-        )
+    path = args.config or args.path
+    if path is None:
+        raise ConfigError("--config: missing: expected the YAML config file to check")
+    lines: list[str] = []
+    if args.only in (None, "gateway"):
+        cfg = gwconfig.load_config(path)
+        sources = build_sources(cfg, VerifierRegistry())
+        for sc, source in zip(cfg.sources, sources, strict=True):
+            lines.append(
+                f"  source {source.name}: {', '.join(source.methods)} {source.path} -> topic "
+                f"{source.topic} (verifier {sc.verifier.type}, {len(sc.secrets)} secret(s), "
+                f"body limit {source.body_limit} bytes)"
+            )
+    if args.only == "consumers" or (args.only is None and _has_section(path, "consumers")):
+        # The file is shared: "OK" must mean both sides would start on it.
+        from consumers.__main__ import describe_config
+
+        lines += describe_config(path)
+    print(f"config OK: {path}", *lines, sep="\n")
     return 0
+
+
+def _has_section(path: str, name: str) -> bool:
+    from webhook_common.config import load_file
+
+    return name in load_file(path, sections=(name,))
 
 
 def _setup_logging(cfg: gwconfig.GatewayConfig) -> None:
@@ -233,12 +249,20 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser(
         "check-config",
         help="validate a config file without serving",
-        description="Validate the ingress sections of a config file (including each "
-        "verifier's settings) and print a summary; exit 2 when invalid.",
-        epilog="example:\n  python -m gateway check-config deploy/config/quickstart.yaml",
+        description="Validate a config file as both processes read it (each verifier's "
+        "and each sink's settings included) and print a summary; exit 2 when invalid.",
+        epilog="example:\n  python -m gateway check-config --config deploy/config/quickstart.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("path", metavar="PATH", help="YAML config file")
+    check.add_argument("--config", metavar="PATH", help="YAML config file")
+    check.add_argument("path", nargs="?", metavar="PATH", help=argparse.SUPPRESS)
+    check.add_argument(
+        "--only",
+        choices=["gateway", "consumers"],
+        default=None,
+        help="check one side's sections (default: the gateway's, and the consumers' when "
+        "the file has them)",
+    )
     check.set_defaults(func=cmd_check_config)
 
     topics = sub.add_parser(

@@ -94,16 +94,37 @@ def test_check_config_missing_file_and_unset_secret(tmp_path: Path) -> None:
     )
 
 
-def test_check_config_quickstart_ok() -> None:
+def test_check_config_quickstart_ok_on_both_sides() -> None:
     result = run(
         "check-config",
+        "--config",
         "deploy/config/quickstart.yaml",
         env={"CRYSTALLIZE_SIGNATURE_SECRET": SECRET},
     )
     assert result.returncode == 0, result.stderr
     assert "config OK" in result.stdout
     assert "/webhooks/crystallize -> topic webhooks.raw" in result.stdout
+    assert "consumers: group webhook-consumers, topics webhooks.raw" in result.stdout
+    assert "sink events_file: file" in result.stdout
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_check_config_refuses_a_broken_consumers_section(tmp_path: Path) -> None:
+    """The file is shared: "config OK" means both processes would start on it."""
+    source = {"name": "c", "verifier": {"type": "crystallize"}, "secrets": [SECRET]}
+    sinks = {"out": {"type": "file", "path": "x.jsonl", "fsnyc": "never"}}
+    path = write(tmp_path, {"sources": [source], "consumers": {"sinks": sinks}})
+    result = run("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "config OK" not in result.stdout
+    assert "consumers.sinks.out.fsnyc: got 'never': expected no such key" in result.stderr
+    assert "Traceback" not in result.stderr
+    only = run("check-config", "--config", str(path), "--only", "gateway")
+    assert only.returncode == 0, only.stderr
+    assert "consumers:" not in only.stdout
+    alone = run_module("consumers", "check-config", "--config", str(path), cwd=ROOT)
+    assert alone.returncode == 2
+    assert "consumers.sinks.out.fsnyc" in alone.stderr
 
 
 def test_help_lists_commands_and_examples() -> None:
