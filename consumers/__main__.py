@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 import time
@@ -34,7 +33,7 @@ from webhook_common.config import KafkaSettings, secret_values
 from webhook_common.errors import ConfigError, StartupError
 from webhook_common.idempotent import RenewingProducer
 from webhook_common.kafkaauth import check_access, connect
-from webhook_common.logs import Redactor, setup_logging
+from webhook_common.logs import Redactor, log_settings, setup_logging
 from webhook_common.metrics import process_registry
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
@@ -79,12 +78,16 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m consumers",
         description="Webhook consumer workers: deduplicate, route and deliver events to sinks.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (default: $LOG_LEVEL, else consumers.log_level, INFO)",
+    )
     parser.add_argument(
         "--log-format",
         choices=["json", "text"],
-        default=os.environ.get("LOG_FORMAT", "json"),
-        help="log line format on stderr (default: json, or $LOG_FORMAT)",
+        default=None,
+        help="log line format on stderr (default: $LOG_FORMAT, else consumers.log_format, json)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
@@ -321,8 +324,16 @@ def _retries(
 # -- run -----------------------------------------------------------------------------
 
 
-def _setup_logging(args: argparse.Namespace, secrets: list[str]) -> None:
-    setup_logging(args.log_level, json_format=args.log_format == "json", secrets=secrets)
+def _setup_logging(args: argparse.Namespace, settings: ConsumerConfig, secrets: list[str]) -> None:
+    cfg = settings.consumers
+    level, fmt = log_settings(
+        cfg.log_level,
+        cfg.log_format,
+        where="consumers",
+        cli_level=args.log_level,
+        cli_format=args.log_format,
+    )
+    setup_logging(level, json_format=fmt == "json", secrets=secrets)
     # httpx logs every request at INFO: one line per delivery is too much for a sink.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -340,7 +351,7 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     from consumers.engine import Engine
 
     rt = _build(settings, config_path=Path(args.config))
-    _setup_logging(args, rt.secrets)  # now with the secrets of the sinks' configs too
+    _setup_logging(args, settings, rt.secrets)  # now with the secrets of the sinks' configs too
     cfg = settings.consumers
     group = args.group or cfg.group
     running = _Running(waiting="connecting to Kafka")
@@ -481,7 +492,7 @@ async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
     ranges = parse_offsets(args.offsets, args.topic or cfg.topics[0]) if args.offsets else None
 
     rt = _build(settings, config_path=Path(args.config))
-    _setup_logging(args, rt.secrets)
+    _setup_logging(args, settings, rt.secrets)
     if cfg.dedup.store == "memory":
         log.warning(
             "dedup store is 'memory': this replay cannot see what the consumers delivered, "
@@ -530,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_config(args.config)
         # Redacting from the first line on; the sinks' own secrets are added once their
         # configs are validated (`_build`).
-        _setup_logging(args, secret_values(settings))
+        _setup_logging(args, settings, secret_values(settings))
         try:
             if args.command == "run":
                 return run(_run(args, settings))

@@ -179,6 +179,9 @@ class ConsumersSection(StrictModel):
     # the backlog a new group would otherwise deliver (a new sink that only wants new
     # events).
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # As gateway.log_level / log_format; LOG_LEVEL / LOG_FORMAT and the command line win.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
     shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
 
     @model_validator(mode="after")

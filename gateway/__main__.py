@@ -18,7 +18,7 @@ from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.cli import exit_status
 from webhook_common.config import secret_values
 from webhook_common.errors import ConfigError, WebhookGatewayError
-from webhook_common.logs import setup_logging
+from webhook_common.logs import log_settings, setup_logging
 from webhook_common.runtime import run
 
 EXAMPLES = """\
@@ -94,12 +94,13 @@ def _has_section(path: str, name: str) -> bool:
     return name in load_file(path, sections=(name,))
 
 
+def _log_settings(cfg: gwconfig.GatewayConfig) -> tuple[str, str]:
+    return log_settings(cfg.gateway.log_level, cfg.gateway.log_format, where="gateway")
+
+
 def _setup_logging(cfg: gwconfig.GatewayConfig) -> None:
-    setup_logging(
-        cfg.gateway.log_level,
-        json_format=cfg.gateway.log_format == "json",
-        secrets=secret_values(cfg),
-    )
+    level, fmt = _log_settings(cfg)
+    setup_logging(level, json_format=fmt == "json", secrets=secret_values(cfg))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -149,7 +150,7 @@ def _serve_worker(args: argparse.Namespace) -> int:
     try:
         cfg = gwconfig.load_config(args.config)
         _setup_logging(cfg)
-        supervisor.tag_worker_logs(index, text_format=cfg.gateway.log_format == "text")
+        supervisor.tag_worker_logs(index, text_format=_log_settings(cfg)[1] == "text")
         sources = build_sources(cfg, VerifierRegistry())
         listen = server.Listen(
             host=args.host, port=args.port, admin_port=args.admin_port, admin_host=args.admin_host

@@ -11,14 +11,16 @@ or a URL).
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from webhook_common.config import REDACTED
+from webhook_common.errors import ConfigError
 
 _STD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -98,3 +100,41 @@ def setup_logging(level: str, *, json_format: bool, secrets: Iterable[str]) -> N
     root.setLevel(level.upper())
     # aiokafka logs every reconnect attempt at ERROR; keep them, but not at DEBUG volume.
     logging.getLogger("aiokafka").setLevel(max(root.level, logging.INFO))
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORMATS = ("json", "text")
+
+
+def log_settings(
+    level: str,
+    fmt: str,
+    *,
+    where: str,
+    env: Mapping[str, str] | None = None,
+    cli_level: str | None = None,
+    cli_format: str | None = None,
+) -> tuple[str, str]:
+    """The log level and format of a process, the same way on both sides: a command-line
+    option wins, then ``LOG_LEVEL`` / ``LOG_FORMAT`` from the environment (what a
+    container sets), then the config's ``<where>.log_level`` / ``<where>.log_format``.
+    A value that is none of the choices is a :class:`ConfigError` naming where it came
+    from."""
+    env = os.environ if env is None else env
+    chosen = []
+    for key, cli, configured, choices in (
+        ("log_level", cli_level, level, LEVELS),
+        ("log_format", cli_format, fmt, FORMATS),
+    ):
+        variable = key.upper()
+        if cli is not None:
+            value, origin = cli, f"--{key.replace('_', '-')}"
+        elif env.get(variable):
+            value, origin = env[variable], variable
+        else:
+            value, origin = configured, f"{where}.{key}"
+        normal = value.upper() if key == "log_level" else value.lower()
+        if normal not in choices:
+            raise ConfigError(f"{origin}: got {value!r}: expected one of {', '.join(choices)}")
+        chosen.append(normal)
+    return chosen[0], chosen[1]

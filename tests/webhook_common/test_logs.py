@@ -58,3 +58,27 @@ def test_setup_logging_redacts(capsys: pytest.CaptureFixture[str]) -> None:
         assert "<redacted>" in err
     finally:
         _remove_handler()
+
+
+def test_log_settings_take_the_command_line_then_the_environment_then_the_config() -> None:
+    from webhook_common.logs import log_settings
+
+    assert log_settings("INFO", "json", where="gateway", env={}) == ("INFO", "json")
+    env = {"LOG_LEVEL": "debug", "LOG_FORMAT": "TEXT"}
+    assert log_settings("INFO", "json", where="gateway", env=env) == ("DEBUG", "text")
+    assert log_settings(
+        "INFO", "json", where="consumers", env=env, cli_level="error", cli_format="json"
+    ) == ("ERROR", "json")
+    assert log_settings("INFO", "json", where="x", env={"LOG_LEVEL": ""}) == ("INFO", "json")
+
+
+def test_a_bad_log_setting_names_where_it_came_from() -> None:
+    import pytest
+
+    from webhook_common.errors import ConfigError
+    from webhook_common.logs import log_settings
+
+    with pytest.raises(ConfigError, match="LOG_LEVEL: got 'loud': expected one of DEBUG, INFO"):
+        log_settings("INFO", "json", where="gateway", env={"LOG_LEVEL": "loud"})
+    with pytest.raises(ConfigError, match="--log-format: got 'xml': expected one of json, text"):
+        log_settings("INFO", "json", where="consumers", env={}, cli_format="xml")
