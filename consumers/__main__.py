@@ -28,7 +28,7 @@ from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkContext
 from consumers.sinks.kafka import KafkaSink
 from webhook_common.admin import Probe, admin_app
-from webhook_common.cli import exit_status
+from webhook_common.cli import add_config_option, exit_status
 from webhook_common.config import KafkaSettings, secret_values
 from webhook_common.errors import ConfigError, StartupError
 from webhook_common.idempotent import RenewingProducer
@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
 
     run = sub.add_parser("run", help="consume and deliver", epilog=RUN_EPILOG, formatter_class=fmt)
-    run.add_argument("--config", required=True, metavar="PATH", help="the YAML config file")
+    add_config_option(run)
     run.add_argument("--group", help="consumer group id (default: consumers.group)")
     run.add_argument(
         "--admin-port",
@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "included, built but not started) and print a summary; exit 2 when invalid.",
         formatter_class=fmt,
     )
-    check.add_argument("--config", required=True, metavar="PATH", help="the YAML config file")
+    add_config_option(check)
 
     replay = sub.add_parser(
         "replay",
@@ -124,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=REPLAY_EPILOG,
         formatter_class=fmt,
     )
-    replay.add_argument("--config", required=True, metavar="PATH", help="the YAML config file")
+    add_config_option(replay)
     src = replay.add_mutually_exclusive_group(required=True)
     src.add_argument("--from-dlq", action="store_true", help="read consumers.dlq_topic")
     src.add_argument(

@@ -8,6 +8,7 @@ configuration or the command line is wrong, 1 that something at run time failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -15,7 +16,7 @@ from gateway import config as gwconfig
 from gateway import send as send_command
 from gateway.sources import build_sources
 from gateway.verifiers.registry import VerifierRegistry
-from webhook_common.cli import exit_status
+from webhook_common.cli import CONFIG_ENV, add_config_option, exit_status
 from webhook_common.config import secret_values
 from webhook_common.errors import ConfigError, WebhookGatewayError
 from webhook_common.logs import log_settings, setup_logging
@@ -27,7 +28,7 @@ examples:
   python -m gateway topics create --config deploy/config/quickstart.yaml
   python -m gateway serve --config deploy/config/quickstart.yaml --port 8080 --admin-port 8081
   python -m gateway serve --config deploy/config/quickstart.yaml --workers 2
-  python -m gateway send --config deploy/config/quickstart.yaml --source crystallize --example order
+  python -m gateway send --example order   # the quick start: its config and only source
 """
 
 
@@ -218,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  python -m gateway serve --config deploy/config/quickstart.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
+    add_config_option(serve)
     serve.add_argument("--host", default="0.0.0.0", help="address to bind (default 0.0.0.0)")
     serve.add_argument("--port", type=_port, default=8080, help="webhook port (default 8080)")
     serve.add_argument(
@@ -255,7 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  python -m gateway check-config --config deploy/config/quickstart.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    check.add_argument("--config", metavar="PATH", help="YAML config file")
+    check.add_argument(
+        "--config",
+        metavar="PATH",
+        default=os.environ.get(CONFIG_ENV) or None,
+        help=f"YAML config file (default: ${CONFIG_ENV})",
+    )
     check.add_argument("path", nargs="?", metavar="PATH", help=argparse.SUPPRESS)
     check.add_argument(
         "--only",
@@ -280,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  python -m gateway topics create --config deploy/config/quickstart.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    create.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
+    add_config_option(create)
     create.set_defaults(func=cmd_topics_create)
 
     spool = sub.add_parser(
@@ -299,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  python -m gateway spool resend --config deploy/config/quickstart.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    resend.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
+    add_config_option(resend)
     resend.add_argument(
         "--path", metavar="DIR", help="the spool directory (default: gateway.spool.path)"
     )

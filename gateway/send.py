@@ -36,15 +36,18 @@ from gateway import examples
 from gateway.sources import build_sources
 from gateway.verifiers import Outgoing, Signing
 from gateway.verifiers.registry import VerifierRegistry
+from webhook_common.cli import add_config_option
 from webhook_common.errors import ConfigError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+# `send` without --config in the repository's root, as the quick start runs it.
+QUICKSTART = "deploy/config/quickstart.yaml"
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 EPILOG = """\
 examples:
   # the example order, signed as Crystallize does (JWT), to the local gateway
-  python -m gateway send --config deploy/config/quickstart.yaml --source crystallize --example order
+  python -m gateway send --example order   # the quick start: its config and only source
   # a body from a file, signed with the older body-HMAC scheme
   python -m gateway send --config deploy/config/quickstart.yaml --source crystallize \\
       --file order.json --mode hmac
@@ -142,6 +145,13 @@ def build_target(
     # The same validation as `serve`: a config the gateway would refuse is refused here.
     sources = build_sources(cfg, registry if registry is not None else VerifierRegistry())
     by_name = {s.name: (i, s) for i, s in enumerate(sources)}
+    if args.source is None:
+        if len(by_name) != 1:
+            raise ConfigError(
+                f"--source: missing: expected one of {', '.join(by_name)} ({args.config} "
+                "has several)"
+            )
+        args.source = next(iter(by_name))
     if args.source not in by_name:
         raise ConfigError(
             f"--source {args.source!r}: no such source in {args.config}; "
@@ -367,8 +377,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--config", required=True, metavar="PATH", help="YAML config file")
-    parser.add_argument("--source", required=True, metavar="NAME", help="a source of the config")
+    add_config_option(parser, fallback=QUICKSTART)
+    parser.add_argument(
+        "--source", metavar="NAME", help="a source of the config (default: its only one)"
+    )
     body = parser.add_mutually_exclusive_group()
     body.add_argument("--file", metavar="PATH", help="the body, from a file ('-': from stdin)")
     body.add_argument("--example", choices=examples.names(), help="a built-in sample body")

@@ -7,12 +7,25 @@ something failed at run time (any other :class:`WebhookGatewayError`), 130 an in
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Callable
 
 from webhook_common.errors import ConfigError, WebhookGatewayError
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_INTERRUPTED", "exit_status"]
+__all__ = [
+    "CONFIG_ENV",
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "add_config_option",
+    "exit_status",
+]
+
+# Every command of both processes reads its config file from --config, else from this
+# environment variable (what a container or a shell profile sets once).
+CONFIG_ENV = "WEBHOOK_GATEWAY_CONFIG"
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -31,3 +44,19 @@ def exit_status(command: Callable[[], int]) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def add_config_option(parser: argparse.ArgumentParser, fallback: str | None = None) -> None:
+    """``--config PATH``, defaulting to ``$WEBHOOK_GATEWAY_CONFIG``, then to ``fallback``
+    when that file exists (the quick start's, for ``send``); required when neither is."""
+    default = os.environ.get(CONFIG_ENV) or None
+    if default is None and fallback is not None and os.path.isfile(fallback):
+        default = fallback
+    where = f"${CONFIG_ENV}" + (f", else {fallback}" if fallback else "")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        required=default is None,
+        default=default,
+        help=f"the YAML config file (default: {where})",
+    )

@@ -125,6 +125,11 @@ inspector=""
 if grep -q "type: inspector" "$config"; then
     inspector="  Inspector  http://127.0.0.1:$INSPECTOR_PORT/   (the latest events, live)"
 fi
+# `send` finds the quick-start file and its one source by itself; any other config is named.
+send_flags=""
+if [ "$(show "$config")" != "deploy/config/quickstart.yaml" ]; then
+    send_flags=" --config $(show "$config") --source $source_name"
+fi
 cat <<MSG
 
   Ready.
@@ -134,7 +139,7 @@ $inspector
 
   Next, in another terminal, in $root:
     $secret_step
-    .venv/bin/python -m gateway send --config $(show "$config") --source $source_name --example order$url_flag
+    .venv/bin/python -m gateway send$send_flags --example order$url_flag
     tail -n 1 $(show "$EVENTS_FILE")
 
   Ctrl-C here stops the gateway and the consumer.

@@ -395,3 +395,35 @@ def test_plugin_verifier_without_signing_is_refused(tmp_path: Path) -> None:
         ConfigError, match=r"sources\[0\]\.verifier\.type: verifier 'body-hmac' cannot sign"
     ):
         gsend.build_target(args, registry=VerifierRegistry(TEST_VERIFIERS))
+
+
+# -- the quick start without flags -----------------------------------------------------
+
+
+def test_config_comes_from_the_environment_then_the_quick_start_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_config(tmp_path, [{"name": "c", "verifier": {"type": "none", "insecure": True}}])
+    monkeypatch.setenv("WEBHOOK_GATEWAY_CONFIG", str(path))
+    assert parse("--example", "order").config == str(path)
+    monkeypatch.delenv("WEBHOOK_GATEWAY_CONFIG")
+    monkeypatch.chdir(ROOT)
+    assert parse("--example", "order").config == "deploy/config/quickstart.yaml"
+    monkeypatch.chdir(tmp_path)  # neither: --config is required, as on every command
+    with pytest.raises(SystemExit):
+        parse("--example", "order")
+
+
+async def test_the_only_source_is_the_default_and_several_need_source(tmp_path: Path) -> None:
+    one = [{"name": "crystallize", "verifier": {"type": "crystallize"}, "secrets": [SECRET]}]
+    args = parse("--config", str(write_config(tmp_path, one)), "--example", "order")
+    target = gsend.build_target(args, stdin=_Stdin(b""))
+    app, _, _, _ = build_app(one)
+    results = await gsend.send_all(
+        target, 1, 1, 10.0, lambda r: None, transport=httpx.ASGITransport(app=app)
+    )
+    accepted(results)
+    two = [*one, {"name": "shop", "verifier": {"type": "none", "insecure": True}}]
+    args = parse("--config", str(write_config(tmp_path, two)), "--example", "order")
+    with pytest.raises(ConfigError, match="--source: missing: expected one of crystallize, shop"):
+        gsend.build_target(args, stdin=_Stdin(b""))
