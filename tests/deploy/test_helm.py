@@ -240,9 +240,14 @@ def test_gateway_hpa_pdb_and_service_select_the_gateway_pods() -> None:
     pdb = one(objs, "PodDisruptionBudget", "-gateway")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     svc = one(objs, "Service", "-gateway")
-    assert svc["spec"]["selector"].items() <= pod_labels.items()
-    targets = {p["targetPort"] for p in svc["spec"]["ports"]}
-    assert targets == {p["name"] for p in container(deployment)["ports"]}
+    admin = one(objs, "Service", "-gateway-admin")
+    for service in (svc, admin):
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+    # The webhook Service carries webhooks only; the admin port has its own ClusterIP one.
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in admin["spec"]["ports"]] == ["admin"]
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert {p["name"] for p in container(deployment)["ports"]} == {"http", "admin"}
     # Without autoscaling, the Deployment carries the replica count.
     fixed = objects({"gateway.autoscaling.enabled": "false", "gateway.replicas": "3"})
     assert one(fixed, "Deployment", "-gateway")["spec"]["replicas"] == 3
@@ -251,9 +256,11 @@ def test_gateway_hpa_pdb_and_service_select_the_gateway_pods() -> None:
 
 def test_monitors_scrape_the_admin_ports_with_the_rules_job_names() -> None:
     objs = objects(ALL_ON)
-    svc = one(objs, "Service", "-gateway")
+    svc = one(objs, "Service", "-gateway-admin")
     sm = one(objs, "ServiceMonitor", "-gateway")
     assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    webhooks = one(objs, "Service", "-gateway")["metadata"]["labels"]
+    assert not sm["spec"]["selector"]["matchLabels"].items() <= webhooks.items()
     assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] == GATEWAY_JOB
@@ -297,3 +304,31 @@ def test_monitoring_objects_have_the_crd_shape(kind: str) -> None:
         "PrometheusRule": {"groups"},
     }[kind]
     assert required <= set(spec), required - set(spec)
+
+
+def test_pods_run_as_a_service_account_without_a_token_and_have_startup_probes() -> None:
+    objs = objects()
+    account = one(objs, "ServiceAccount", "")
+    assert account["automountServiceAccountToken"] is False
+    for suffix in ("-gateway", "-consumers"):
+        pod = one(objs, "Deployment", suffix)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == account["metadata"]["name"]
+        assert pod["automountServiceAccountToken"] is False
+        c = container(one(objs, "Deployment", suffix))
+        startup = c["startupProbe"]
+        assert startup["httpGet"] == {"path": "/healthz", "port": "admin"}
+        # Long enough for a Kafka that is still being reached (the process waits for it).
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
+        assert "initialDelaySeconds" not in c["livenessProbe"]
+    external = objects({"serviceAccount.create": "false", "serviceAccount.name": "shared"})
+    assert not [k for k, _ in external if k == "ServiceAccount"]
+    pod = one(external, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "shared"
+
+
+def test_consumers_have_a_disruption_budget_of_one_pod() -> None:
+    objs = objects()
+    pdb = one(objs, "PodDisruptionBudget", "-consumers")
+    pod = one(objs, "Deployment", "-consumers")["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod.items()
+    assert pdb["spec"]["maxUnavailable"] == 1

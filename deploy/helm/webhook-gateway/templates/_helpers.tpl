@@ -111,3 +111,11 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- $total -}}
 {{- end -}}
+
+{{- define "wg.serviceAccount" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "wg.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
