@@ -14,6 +14,11 @@ protocol adds, per connection:
   before anything is read;
 * exactly one ``Host`` header (RFC 9112 §3.2; HTTP/1.0 may omit it), answered 400.
 
+``max_connections`` only holds if the process may open that many descriptors: at start
+the gateway raises its soft ``RLIMIT_NOFILE`` to what the bound needs (the common default
+of 1024 would refuse connections with EMFILE long before 4096), within the hard limit,
+and warns when the hard limit is lower (:func:`ensure_open_files`).
+
 The answers are RFC 9457 problem details with ``Connection: close``; each refusal is
 counted (``webhookgw_ingress_http_refused{reason}``). Body deadlines are the
 handler's (:mod:`gateway.app`), because the body is read by the application.
@@ -22,6 +27,7 @@ handler's (:mod:`gateway.app`), because the body is read by the application.
 from __future__ import annotations
 
 import asyncio
+import resource
 from collections.abc import Callable
 from typing import Any
 
@@ -172,3 +178,27 @@ def guarded_protocol(limits: HttpLimits, on_refused: Refused) -> type[HttpToolsP
 def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
     """The uvicorn.Config settings that come straight from ``limits``."""
     return {"timeout_keep_alive": limits.keep_alive_seconds}
+
+
+# Descriptors a gateway holds besides its client connections: Kafka connections, the
+# listening and admin sockets, the spool's files, logs.
+FD_MARGIN = 256
+
+
+def ensure_open_files(max_connections: int) -> str | None:
+    """Raise the soft open-files limit to ``max_connections`` + :data:`FD_MARGIN` (within
+    the hard limit); a warning to log when the hard limit does not allow it."""
+    need = max_connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target >= need:
+        return None
+    return (
+        f"gateway.http.max_connections: {max_connections} needs {need} open files, but the "
+        f"hard limit is {hard}: connections beyond about {max(target - FD_MARGIN, 0)} will "
+        "fail; raise the limit (ulimit -Hn, the container runtime's nofile) or lower "
+        "max_connections"
+    )

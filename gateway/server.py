@@ -36,7 +36,7 @@ from starlette.types import ASGIApp
 
 from gateway.app import Ingress, IngressState, create_app
 from gateway.config import GatewayConfig, GatewaySection, HttpLimits
-from gateway.httplimits import guarded_protocol, uvicorn_options
+from gateway.httplimits import ensure_open_files, guarded_protocol, uvicorn_options
 from gateway.metrics import IngressMetrics
 from gateway.openapi import docs_routes
 from gateway.producer import KafkaProducer, RecordProducer, is_outage
@@ -183,6 +183,9 @@ async def serve(
         )
         producer = kafka_producer
     state = IngressState()
+    short = ensure_open_files(settings.http.max_connections)
+    if short is not None:
+        log.warning("%s", short)
 
     web_sock = bind(listen.host, listen.port, reuse_port=worker is not None)
     try:

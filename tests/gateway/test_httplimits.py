@@ -196,3 +196,38 @@ def test_http_1_0_may_omit_host_but_not_repeat_it() -> None:
             sock.sendall(signed_post("Host: a\r\nHost: a\r\n", "HTTP/1.0"))
             assert status_of(read_response(sock)) == 400
         assert len(server.producer.records) == 1
+
+
+def _limits_after(soft: int, hard: int, max_connections: int) -> tuple[str, str]:
+    """In a child process started with RLIMIT_NOFILE (soft, hard): the limits after
+    ensure_open_files, and its warning."""
+    import resource
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from gateway.httplimits import ensure_open_files; "
+        f"w = ensure_open_files({max_connections}); "
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)); print(w)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+    limits, warning = done.stdout.splitlines()
+    return limits, warning
+
+
+def test_the_open_files_limit_is_raised_to_what_max_connections_needs() -> None:
+    # The common container default (soft 1024) would refuse connections far below 4096.
+    limits, warning = _limits_after(1024, 8192, 4096)
+    assert limits == "(4352, 8192)"
+    assert warning == "None"
+    # A hard limit below the need: raised as far as it goes, and said why.
+    limits, warning = _limits_after(512, 1024, 4096)
+    assert limits == "(1024, 1024)"
+    assert "gateway.http.max_connections: 4096 needs 4352 open files" in warning
+    assert "hard limit is 1024" in warning
