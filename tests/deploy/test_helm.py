@@ -332,3 +332,67 @@ def test_consumers_have_a_disruption_budget_of_one_pod() -> None:
     pod = one(objs, "Deployment", "-consumers")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod.items()
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_network_policies_open_the_webhook_port_and_keep_the_admin_ports_internal() -> None:
+    import kubernetes_validate
+
+    objs = objects()
+    gateway = one(objs, "NetworkPolicy", "-gateway")
+    consumers = one(objs, "NetworkPolicy", "-consumers")
+    pods = {
+        name: one(objs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        for name in ("-gateway", "-consumers")
+    }
+    assert gateway["spec"]["podSelector"]["matchLabels"].items() <= pods["-gateway"].items()
+    assert consumers["spec"]["podSelector"]["matchLabels"].items() <= pods["-consumers"].items()
+    webhook, admin = gateway["spec"]["ingress"]
+    assert webhook["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "from" not in webhook  # providers send from anywhere
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["from"] == [{"podSelector": {}}]  # this namespace only, by default
+    assert consumers["spec"]["ingress"] == [admin]
+    for policy in (gateway, consumers):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        kubernetes_validate.validate(policy, KUBE_VERSION, strict=True)
+    assert not [k for k, _ in objects({"networkPolicy.enabled": "false"}) if k == "NetworkPolicy"]
+
+
+def test_ingress_and_http_route_route_the_webhook_paths_to_the_webhook_service() -> None:
+    import kubernetes_validate
+
+    objs = objects({"gateway.ingress.enabled": "true", "gateway.httpRoute.enabled": "true"})
+    service = one(objs, "Service", "-gateway")["metadata"]["name"]
+    ingress = one(objs, "Ingress", "-gateway")
+    kubernetes_validate.validate(ingress, KUBE_VERSION, strict=True)
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "hooks.example.com"
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == "/webhooks/crystallize"
+    assert path["backend"]["service"] == {"name": service, "port": {"name": "http"}}
+    route = one(objs, "HTTPRoute", "-gateway")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    (route_rule,) = route["spec"]["rules"]
+    assert route_rule["matches"] == [
+        {"path": {"type": "PathPrefix", "value": "/webhooks/crystallize"}}
+    ]
+    assert route_rule["backendRefs"] == [{"name": service, "port": 80}]
+    assert not [k for k, _ in objects() if k in ("Ingress", "HTTPRoute")]
+
+
+def test_keda_scales_the_consumers_on_lag_within_the_partitions() -> None:
+    objs = objects({"consumers.keda.enabled": "true"})
+    scaled = one(objs, "ScaledObject", "-consumers")
+    deployment = one(objs, "Deployment", "-consumers")
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["maxReplicaCount"] == 6  # webhooks.raw's partitions
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == "webhook-consumers"
+    assert trigger["metadata"]["topic"] == "webhooks.raw"
+    assert trigger["metadata"]["offsetResetPolicy"] == "earliest"
+    refused = render(
+        {"consumers.keda.enabled": "true", "config.consumers.dedup.store": "memory"}, ok=False
+    )
+    assert "dedup.store memory" in refused
