@@ -396,3 +396,43 @@ def test_keda_scales_the_consumers_on_lag_within_the_partitions() -> None:
         {"consumers.keda.enabled": "true", "config.consumers.dedup.store": "memory"}, ok=False
     )
     assert "dedup.store memory" in refused
+
+
+def test_both_components_spread_over_nodes_and_zones_selecting_their_own_pods() -> None:
+    objs = objects()
+    for suffix in ("-gateway", "-consumers"):
+        template = one(objs, "Deployment", suffix)["spec"]["template"]
+        constraints = template["spec"]["topologySpreadConstraints"]
+        keys = [c["topologyKey"] for c in constraints]
+        assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        for c in constraints:
+            assert c["whenUnsatisfiable"] == "ScheduleAnyway"  # never blocks a rollout
+            assert (
+                c["labelSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+            )
+    off = objects({"gateway.topologySpreadConstraints": "null"})
+    assert (
+        "topologySpreadConstraints"
+        not in one(off, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    )
+
+
+def test_pods_carry_a_digest_of_the_secrets_they_read() -> None:
+    """Looked up at install/upgrade (empty without a cluster): a changed Secret changes
+    the pod template, so `helm upgrade` rolls the pods instead of leaving old values."""
+    objs = objects()
+    digests = {}
+    for suffix in ("-gateway", "-consumers"):
+        annotations = one(objs, "Deployment", suffix)["spec"]["template"]["metadata"]["annotations"]
+        digests[suffix] = annotations["checksum/secrets"]
+        assert len(digests[suffix]) == 64
+    # Which secrets are read is part of the digest.
+    other = objects(
+        {
+            "signingSecrets[0].env": "CRYSTALLIZE_SIGNATURE_SECRET",
+            "signingSecrets[0].secretName": "another",
+            "signingSecrets[0].key": "crystallize",
+        }
+    )
+    moved = one(other, "Deployment", "-gateway")["spec"]["template"]["metadata"]["annotations"]
+    assert moved["checksum/secrets"] != digests["-gateway"]

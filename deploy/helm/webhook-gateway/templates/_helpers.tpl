@@ -119,3 +119,28 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- default "default" .Values.serviceAccount.name -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Topology spread constraints of one component, each selecting that component's pods
+     unless it says otherwise: include "wg.spread" (list . "gateway" constraints) */}}
+{{- define "wg.spread" -}}
+{{- $ := index . 0 -}}
+{{- $selector := include "wg.selector" (list $ (index . 1)) | fromYaml -}}
+{{- $items := list -}}
+{{- range index . 2 -}}
+{{- $items = append $items (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" $selector))) -}}
+{{- end -}}
+{{- toYaml $items -}}
+{{- end -}}
+
+{{/* A digest of the Secrets a component reads (looked up in the cluster at install and
+     upgrade; empty under `helm template`): a changed secret rolls the pods on the next
+     `helm upgrade`. include "wg.secretsChecksum" (list . refs) */}}
+{{- define "wg.secretsChecksum" -}}
+{{- $ := index . 0 -}}
+{{- $seen := list -}}
+{{- range index . 1 -}}
+{{- $secret := lookup "v1" "Secret" $.Release.Namespace .secretName -}}
+{{- $seen = append $seen (printf "%s=%s" .secretName (toJson (default dict $secret.data))) -}}
+{{- end -}}
+{{- $seen | sortAlpha | join ";" | sha256sum -}}
+{{- end -}}
