@@ -436,3 +436,16 @@ def test_pods_carry_a_digest_of_the_secrets_they_read() -> None:
     )
     moved = one(other, "Deployment", "-gateway")["spec"]["template"]["metadata"]["annotations"]
     assert moved["checksum/secrets"] != digests["-gateway"]
+
+
+@pytest.mark.parametrize(
+    ("sets", "said"),
+    [
+        ({"gateway.replica": "3"}, "replica"),  # a typo of replicas
+        ({"consumers.replicas": "three"}, "consumers.replicas"),
+        ({"gateway.adminPort": "70000"}, "adminPort"),
+        ({"image.pullPolicy": "Sometimes"}, "pullPolicy"),
+    ],
+)
+def test_the_values_schema_refuses_typos_and_wrong_types(sets: dict[str, str], said: str) -> None:
+    assert said in render(sets, ok=False)
