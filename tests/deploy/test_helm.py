@@ -449,3 +449,29 @@ def test_pods_carry_a_digest_of_the_secrets_they_read() -> None:
 )
 def test_the_values_schema_refuses_typos_and_wrong_types(sets: dict[str, str], said: str) -> None:
     assert said in render(sets, ok=False)
+
+
+def test_with_the_spool_the_gateway_is_a_stateful_set_with_a_volume_per_pod(tmp_path: Path) -> None:
+    import kubernetes_validate
+
+    assert one(objects(), "Deployment", "-gateway")  # without the spool: a Deployment
+    objs = objects({"config.gateway.spool.enabled": "true", "gateway.spool.size": "5Gi"})
+    assert not [n for k, n in objs if k == "Deployment" and n.endswith("-gateway")]
+    sts = one(objs, "StatefulSet", "-gateway")
+    kubernetes_validate.validate(sts, KUBE_VERSION, strict=True)
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "spool"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    mounts = {m["name"]: m["mountPath"] for m in container(sts)["volumeMounts"]}
+    # The gateway's config points the journal at that volume, and the process accepts it.
+    cfg_file = tmp_path / "gateway.yaml"
+    cfg_file.write_text(one(objs, "ConfigMap", "-gateway")["data"]["config.yaml"])
+    env = {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "CRYSTALLIZE_SIGNATURE_SECRET": "s" * 32}
+    cfg = gwconfig.load_config(cfg_file, env)
+    assert cfg.gateway.spool.enabled
+    assert str(cfg.gateway.spool.path) == mounts["spool"]
+    hpa = one(objs, "HorizontalPodAutoscaler", "-gateway")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]
+    }  # fmt: skip
+    assert sts["spec"]["serviceName"] == one(objs, "Service", "-gateway-admin")["metadata"]["name"]

@@ -41,8 +41,24 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- $c := .Values.config -}}
 {{- $out := dict "kafka" $c.kafka "sources" $c.sources -}}
 {{- if $c.topics }}{{ $_ := set $out "topics" $c.topics }}{{ end -}}
-{{- if $c.gateway }}{{ $_ := set $out "gateway" $c.gateway }}{{ end -}}
+{{- if $c.gateway }}{{ $_ := set $out "gateway" (deepCopy $c.gateway) }}{{ end -}}
+{{- if include "wg.spool" . -}}
+{{- /* The journal lives on the pod's own volume (gateway-statefulset mode). */ -}}
+{{- $_ := set $out.gateway.spool "path" "/var/lib/webhook-gateway/spool" -}}
+{{- end -}}
 {{- toYaml $out -}}
+{{- end -}}
+
+{{/* "true" when the durable spool is enabled: the gateway then runs as a StatefulSet,
+     each pod with its own volume, so a restarted pod drains what it journaled. */}}
+{{- define "wg.spool" -}}
+{{- $g := .Values.config.gateway | default dict -}}
+{{- $spool := $g.spool | default dict -}}
+{{- if $spool.enabled }}true{{ end -}}
+{{- end -}}
+
+{{- define "wg.gatewayKind" -}}
+{{- if include "wg.spool" . }}StatefulSet{{ else }}Deployment{{ end -}}
 {{- end -}}
 
 {{- define "wg.consumersConfig" -}}
