@@ -78,12 +78,14 @@ def env(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c["env"]}
 
 
-def test_helm_lint() -> None:
-    res = subprocess.run(
-        [helm(), "lint", str(CHART), "--kube-version", KUBE_VERSION],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+@pytest.mark.parametrize("sets", [{}, {"config.gateway.spool.enabled": "true", **ALL_ON}])
+def test_helm_lint_strict(sets: dict[str, str]) -> None:
+    args = [helm(), "lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "[WARNING]" not in res.stdout, res.stdout
 
 
 def test_rendered_objects_are_valid_kubernetes() -> None:
