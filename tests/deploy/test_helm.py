@@ -477,3 +477,20 @@ def test_with_the_spool_the_gateway_is_a_stateful_set_with_a_volume_per_pod(tmp_
         "apiVersion": "apps/v1", "kind": "StatefulSet", "name": sts["metadata"]["name"]
     }  # fmt: skip
     assert sts["spec"]["serviceName"] == one(objs, "Service", "-gateway-admin")["metadata"]["name"]
+
+
+def test_alerts_get_runbook_urls_under_the_configured_base() -> None:
+    base = "https://github.com/example/webhook-gateway/blob/v0.1.0/"
+    objs = objects({"prometheusRule.enabled": "true", "prometheusRule.runbookBaseUrl": base})
+    rule = one(objs, "PrometheusRule", "")
+    alerting = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerting
+    for r in alerting:
+        runbook = r["annotations"]["runbook"]
+        assert r["annotations"]["runbook_url"] == base + runbook, r["alert"]
+    plain = one(objects({"prometheusRule.enabled": "true"}), "PrometheusRule", "")
+    assert all(
+        "runbook_url" not in r.get("annotations", {})
+        for g in plain["spec"]["groups"]
+        for r in g["rules"]
+    )

@@ -29,6 +29,13 @@ REQUIRED = {
     "sink error ratio": "WebhookSinkErrorRatioHigh",
     "end-to-end latency SLO burn (fast)": "WebhookEndToEndLatencyBudgetFastBurn",
     "end-to-end latency SLO burn (slow)": "WebhookEndToEndLatencyBudgetSlowBurn",
+    "no gateway ready (aggregate)": "WebhookGatewayNoneReady",
+    "consumers absent": "WebhookConsumersAbsent",
+    "spool backlog": "WebhookSpoolBacklogStuck",
+    "spool full": "WebhookSpoolFull",
+    "dedup-store errors": "WebhookDedupStoreErrors",
+    "commit failures": "WebhookOffsetCommitFailures",
+    "sink circuit open": "WebhookSinkCircuitOpen",
 }
 
 
@@ -118,3 +125,18 @@ def test_scrape_config_is_valid(tmp_path: Path) -> None:
     res = run("check", "config", path)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "rules found" in res.stdout
+
+
+def test_only_aggregate_conditions_page() -> None:
+    """Critical alerts are about the whole set of pods (none ready, none answering, a
+    ratio or budget over all of them): losing one pod of an autoscaled set is a warning."""
+    per_pod = {"WebhookGatewayDown", "WebhookGatewayNotReady", "WebhookConsumersDown"}
+    rules = alerts()
+    for name in per_pod:
+        assert rules[name]["labels"]["severity"] == "warning", name
+    for name, rule in rules.items():
+        if rule["labels"]["severity"] == "critical":
+            expr = rule["expr"]
+            # `webhookgw:` series are recording rules, themselves sums over the pods.
+            aggregate = ("absent(", "sum by", "webhookgw:")
+            assert any(a in expr for a in aggregate), f"{name} pages on one series: {expr}"
