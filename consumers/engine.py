@@ -197,6 +197,7 @@ class Engine:
         self.metrics.in_flight.set(self.scheduler.in_flight)
 
     def _update_lag(self) -> None:
+        now_ms = time.time() * 1000
         for tp in self._assigned:
             high = self._consumer.highwater(TopicPartition(*tp))
             part = self.scheduler.partitions.get(tp)
@@ -205,7 +206,15 @@ class Engine:
             point = part.offsets.commit_point()
             if point is None:
                 point = part.offsets.committed if part.offsets.committed is not None else high
-            self.metrics.lag.labels(tp[0], str(tp[1])).set(max(0, high - point))
+            lag = max(0, high - point)
+            labels = (tp[0], str(tp[1]))
+            self.metrics.lag.labels(*labels).set(lag)
+            oldest = part.offsets.oldest_timestamp_ms()
+            if oldest is not None:
+                self.metrics.lag_seconds.labels(*labels).set(max(0.0, (now_ms - oldest) / 1000))
+            elif lag == 0:
+                self.metrics.lag_seconds.labels(*labels).set(0)
+            # Else records wait unfetched (paused): the last age stands until they come.
 
     # -- commits -----------------------------------------------------------------
 
@@ -247,6 +256,8 @@ class Engine:
         for topic, partition in revoked:
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(topic, str(partition))
+            with contextlib.suppress(KeyError):
+                self.metrics.lag_seconds.remove(topic, str(partition))
         log.info("partitions revoked: %s", _fmt(revoked))
 
     def on_assigned(self, tps: list[TP]) -> None:

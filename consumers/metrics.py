@@ -67,6 +67,12 @@ class ConsumerMetrics:
             "Records between the committable offset and the partition's high watermark",
             ["topic", "partition"],
         )
+        self.lag_seconds = m.gauge(
+            "lag_seconds",
+            "Age of the oldest record of the partition not yet finished (from its Kafka "
+            "timestamp, the gateway's write time); 0 when the partition is caught up",
+            ["topic", "partition"],
+        )
         self.end_to_end = m.histogram(
             "end_to_end_latency_seconds",
             "From the gateway's ce_time to a successful delivery",

@@ -71,6 +71,10 @@ class WorkItem:
         return self.record.offset
 
     @property
+    def timestamp_ms(self) -> int:
+        return self.record.timestamp_ms
+
+    @property
     def key(self) -> str:
         if self.event is not None:
             return self.event.key

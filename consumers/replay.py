@@ -181,6 +181,10 @@ class _Job:
     def key(self) -> str:
         return self.item.key
 
+    @property
+    def timestamp_ms(self) -> int:
+        return -1  # a replay's lag is not the group's
+
 
 class Replayer:
     def __init__(

@@ -39,6 +39,11 @@ class Job(Protocol):
     @property
     def key(self) -> str: ...
 
+    @property
+    def timestamp_ms(self) -> int:
+        """The record's Kafka timestamp (ms), -1 when unknown: the lag in time."""
+        ...
+
 
 J = TypeVar("J", bound=Job)
 
@@ -100,7 +105,7 @@ class Scheduler(Generic[J]):
         part = self.partitions.get(tp)
         if part is None:
             raise KeyError(f"partition {tp} is not assigned")
-        part.offsets.add(item.offset)
+        part.offsets.add(item.offset, item.timestamp_ms)
         self._in_flight += 1
         key = item.key
         queue = part.keys.get(key)

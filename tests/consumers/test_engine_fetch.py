@@ -112,3 +112,32 @@ async def test_a_window_full_for_long_pauses_and_keeps_polling() -> None:
         engine.stop()
         await asyncio.wait_for(task, 10)
     assert consumer.committed == {TP0: 10}
+
+
+async def test_lag_in_seconds_is_the_age_of_the_oldest_unfinished_record() -> None:
+    import time
+
+    gate = asyncio.Event()
+    written = int(time.time() * 1000) - 120_000  # the gateway wrote these 2 minutes ago
+    records = [consumer_record(record(n, "k"), timestamp_ms=written + n) for n in range(3)]
+    consumer = FakeConsumer(records)
+
+    class GatedSink(FakeSink):
+        async def send(self, event: Any) -> None:
+            await gate.wait()
+            await super().send(event)
+
+    sink = GatedSink("s")
+    engine, metrics = _engine(sink, consumer, max_in_flight=10)
+    task = asyncio.create_task(engine.run())
+    age = metrics.lag_seconds.labels("raw", "0")
+    try:
+        await _wait(lambda: age._value.get() > 0, within=5)
+        assert 119 <= age._value.get() <= 130
+        gate.set()
+        await _wait(lambda: len(sink.received) == 3, within=5)
+        await _wait(lambda: age._value.get() == 0, within=5)  # caught up
+    finally:
+        gate.set()
+        engine.stop()
+        await asyncio.wait_for(task, 10)

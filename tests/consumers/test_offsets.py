@@ -55,3 +55,18 @@ def test_out_of_order_add_and_unknown_finish_are_rejected() -> None:
         t.add(3)
     with pytest.raises(ValueError, match="not pending"):
         t.finish(7)
+
+
+def test_the_oldest_timestamp_is_the_lowest_unfinished_records() -> None:
+    t = PartitionOffsets()
+    assert t.oldest_timestamp_ms() is None
+    t.add(0, 1000)
+    t.add(1, 2000)
+    t.add(2, -1)
+    assert t.oldest_timestamp_ms() == 1000
+    t.finish(1)  # out of order: 0 is still the oldest unfinished
+    assert t.oldest_timestamp_ms() == 1000
+    t.finish(0)
+    assert t.oldest_timestamp_ms() is None  # 2 is unfinished, its timestamp unknown
+    t.finish(2)
+    assert t.oldest_timestamp_ms() is None

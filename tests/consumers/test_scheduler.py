@@ -218,6 +218,7 @@ class _Job:
     tp: tuple[str, int]
     offset: int
     key: str
+    timestamp_ms: int = -1
 
 
 async def test_wait_below_returns_when_the_window_has_room() -> None:

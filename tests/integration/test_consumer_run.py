@@ -6,6 +6,8 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
+
 from tests.consumers.harness import (
     ConsumerProcess,
     committed,
@@ -63,6 +65,10 @@ async def test_run_delivers_in_key_order_dedups_dead_letters_and_commits(
         await wait_until(lambda: len(read_jsonl(out)) >= 60, 60, "60 lines in the file sink")
         await wait_until(lambda: _all_done(proc, 67), 30, "all 67 records finished")
         assert await proc.metric("webhookgw_consumer_duplicates_skipped_total", sink="events") == 5
+        # Caught up: no partition has an unfinished record, so no age either.
+        await wait_until(
+            lambda: _lag_seconds_zero(proc), 30, "lag in seconds back to 0 on every partition"
+        )
         assert await proc.metric("webhookgw_consumer_unrouted_total", action="dead-letter") == 1
         assert await proc.metric("webhookgw_consumer_dead_lettered_total", reason="contract") == 1
         assert (
@@ -138,3 +144,12 @@ async def test_a_new_group_set_to_latest_skips_the_backlog_and_delivers_what_fol
     ids = [line["id"] for line in read_jsonl(out)]
     assert ids
     assert all(i.startswith("new") for i in ids), ids
+
+
+async def _lag_seconds_zero(proc: ConsumerProcess) -> bool:
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(proc.url + "/metrics")).text
+    ages = [
+        line for line in text.splitlines() if line.startswith("webhookgw_consumer_lag_seconds{")
+    ]
+    return len(ages) == 3 and all(line.endswith(" 0.0") for line in ages)
