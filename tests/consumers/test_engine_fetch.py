@@ -50,6 +50,18 @@ def _engine(
     return engine, metrics
 
 
+class GatedSink(FakeSink):
+    """Takes each event only once ``gate`` is set."""
+
+    def __init__(self, name: str, gate: asyncio.Event) -> None:
+        super().__init__(name)
+        self.gate = gate
+
+    async def send(self, event: Any) -> None:
+        await self.gate.wait()
+        await super().send(event)
+
+
 async def _wait(done: Any, within: float) -> None:
     for _ in range(int(within / 0.01)):
         if done():
@@ -88,12 +100,7 @@ async def test_a_window_full_for_long_pauses_and_keeps_polling() -> None:
     records = [consumer_record(record(n, f"k{n}")) for n in range(10)]
     consumer = FakeConsumer(records)
 
-    class GatedSink(FakeSink):
-        async def send(self, event: Any) -> None:
-            await gate.wait()
-            await super().send(event)
-
-    sink = GatedSink("s")
+    sink = GatedSink("s", gate)
     engine, metrics = _engine(sink, consumer, max_in_flight=4)
     task = asyncio.create_task(engine.run())
     try:
@@ -122,12 +129,7 @@ async def test_lag_in_seconds_is_the_age_of_the_oldest_unfinished_record() -> No
     records = [consumer_record(record(n, "k"), timestamp_ms=written + n) for n in range(3)]
     consumer = FakeConsumer(records)
 
-    class GatedSink(FakeSink):
-        async def send(self, event: Any) -> None:
-            await gate.wait()
-            await super().send(event)
-
-    sink = GatedSink("s")
+    sink = GatedSink("s", gate)
     engine, metrics = _engine(sink, consumer, max_in_flight=10)
     task = asyncio.create_task(engine.run())
     age = metrics.lag_seconds.labels("raw", "0")
