@@ -145,8 +145,15 @@ def referenced_metrics() -> dict[str, set[str]]:
     return used
 
 
+# The dashboard's variables, at their "All" value.
+DASHBOARD_VARIABLES = ("namespace", "job", "source", "sink")
+
+
 def grafana_to_promql(expr: str, rate_interval: str) -> str:
-    return expr.replace("$__rate_interval", rate_interval)
+    expr = expr.replace("$__rate_interval", rate_interval)
+    for name in DASHBOARD_VARIABLES:
+        expr = expr.replace(f"${name}", ".*")
+    return expr
 
 
 # -- external tools ------------------------------------------------------------------

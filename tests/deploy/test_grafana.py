@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
 from tests.deploy.support import COMPOSE, DEPLOY, dashboard, metric_names, panels
@@ -22,16 +24,21 @@ REQUIRED_PANELS = {
     "retries": "webhookgw_consumer_retries_total",
     "DLQ": "webhookgw_consumer_dead_lettered_total",
     "end-to-end latency": "webhookgw_consumer_end_to_end_latency_seconds_bucket",
+    "spool backlog": "webhookgw_ingress_spool_backlog_records",
+    "spooled": "webhookgw_ingress_spooled_total",
+    "rate limiting": "webhookgw_ingress_rate_limited_total",
+    "HTTP refusals": "webhookgw_ingress_http_refused_total",
+    "readiness": "webhookgw_ingress_ready",
+    "consumer lag in time": "webhookgw_consumer_lag_seconds",
+    "CPU": "process_cpu_seconds_total",
+    "RSS": "process_resident_memory_bytes",
 }
 
 
 def test_dashboard_plots_every_panel_the_issue_lists() -> None:
-    plotted = {
-        name
-        for p in panels(dashboard())
-        for t in p.get("targets", [])
-        for name in metric_names(t["expr"])
-    }
+    exprs = [t["expr"] for p in panels(dashboard()) for t in p.get("targets", [])]
+    plotted = {name for e in exprs for name in metric_names(e)}
+    plotted |= {name for e in exprs for name in re.findall(r"\bprocess_[a-z_]+", e)}
     missing = {what: m for what, m in REQUIRED_PANELS.items() if m not in plotted}
     assert not missing, missing
 
@@ -85,3 +92,23 @@ def test_compose_mounts_what_provisioning_reads() -> None:
         "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"
     ]
     assert home == f"{path}/webhook-gateway.json"
+
+
+def test_variables_scope_every_panel() -> None:
+    """namespace, job, source and sink are variables, and every query honours the ones
+    its metric has (namespace and job everywhere; source on ingress metrics by source;
+    sink on consumer metrics by sink)."""
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    assert {"datasource", "namespace", "job", "source", "sink"} <= set(variables)
+    for name in ("namespace", "job", "source", "sink"):
+        v = variables[name]
+        assert v["includeAll"], name
+        assert v["allValue"] == ".*", name  # also matches a series without the label
+    for p in panels(dashboard()):
+        for t in p.get("targets", []):
+            expr = t["expr"]
+            assert 'namespace=~"$namespace"' in expr, (p["title"], expr)
+            if "by (source" in expr or "by (le, source" in expr:
+                assert 'source=~"$source"' in expr, (p["title"], expr)
+            if "by (sink" in expr or "by (le, sink" in expr:
+                assert 'sink=~"$sink"' in expr, (p["title"], expr)
