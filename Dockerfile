@@ -3,7 +3,11 @@
 #   docker run IMAGE                                   # python -m gateway serve (the default)
 #   docker run -e ADMIN_PORT=8082 IMAGE python -m consumers run \
 #       --config /etc/webhook-gateway/config.yaml --admin-port 8082
-# Build:  docker build -t webhook-gateway .
+# Build:  docker build -t webhook-gateway --build-arg VERSION=... --build-arg REVISION=... .
+# A plugin (a sink, verifier or token provider distribution) goes into an image of its own:
+#   FROM webhook-gateway
+#   RUN pip install --no-cache-dir my-sink-plugin==1.2.0     # the image's virtualenv is on PATH
+# (docs/plugins.md, "Installing it in the image").
 # The config file (/etc/webhook-gateway/config.yaml) is deploy/config/image.yaml (the
 # quick start without the inspector); mount your own.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -29,9 +33,17 @@ RUN pip install --no-deps . \
 
 # -- runtime: slim base, the virtualenv, a non-root user -----------------------------
 FROM ${PYTHON_IMAGE} AS runtime
+# Set by the build (docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git
+# rev-parse HEAD) --build-arg SOURCE=https://...): which code an image runs.
+ARG VERSION=0+unknown
+ARG REVISION=unknown
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="webhook-gateway" \
       org.opencontainers.image.description="Queue-backed webhook ingestion gateway and consumers" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}"
 RUN groupadd --system --gid 10001 webhookgw \
     && useradd --system --uid 10001 --gid webhookgw --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin webhookgw \

@@ -173,3 +173,16 @@ def test_the_image_config_parses_on_both_sides_and_has_no_development_sink() -> 
     # Writable in the image: its only writable directory, the working directory.
     assert types == {"events_file": "file"}
     assert consumers.consumers.sinks["events_file"]["path"].startswith("/var/lib/webhook-gateway/")
+
+
+def test_the_image_is_labelled_with_version_revision_and_source_from_build_args() -> None:
+    text = DOCKERFILE.read_text()
+    runtime = text[text.index("AS runtime") :]
+    for arg, label in (("VERSION", "version"), ("REVISION", "revision"), ("SOURCE", "source")):
+        assert f"ARG {arg}" in runtime, arg
+        assert f'org.opencontainers.image.{label}="${{{arg}}}"' in runtime, label
+    plugins = (ROOT / "docs" / "plugins.md").read_text()
+    assert "## Installing it in the image" in plugins
+    # The documented way restores the image's user after installing as root.
+    assert "USER 10001:10001" in plugins
+    assert "USER 10001:10001" in runtime
