@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -38,6 +38,9 @@ from webhook_common.metrics import process_registry
 from webhook_common.runtime import run, server_heap
 from webhook_common.server import make_server
 from webhook_common.topicsizes import TopicLimits, fetch_max_message_bytes, shortfalls
+
+if TYPE_CHECKING:
+    from consumers.engine import Engine
 
 log = logging.getLogger("consumers")
 
@@ -342,14 +345,12 @@ def _setup_logging(args: argparse.Namespace, settings: ConsumerConfig, secrets: 
 class _Running:
     """What the admin port reports on while the process starts, runs and stops."""
 
-    engine: Any = None
+    engine: Engine | None = None
     deliverer: Deliverer | None = None
     waiting: str | None = None  # why the engine is not running yet
 
 
 async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
-    from consumers.engine import Engine
-
     rt = _build(settings, config_path=Path(args.config))
     _setup_logging(args, settings, rt.secrets)  # now with the secrets of the sinks' configs too
     cfg = settings.consumers
@@ -409,7 +410,7 @@ async def _run(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             if stopping.is_set():
                 return 0
         running.waiting = "starting"
-        await _serve(args, settings, rt, group, running, stopping, Engine)
+        await _serve(args, settings, rt, group, running, stopping)
     finally:
         server.should_exit = True
         with contextlib.suppress(Exception):
@@ -428,8 +429,9 @@ async def _serve(
     group: str,
     running: _Running,
     stopping: asyncio.Event,
-    engine_type: Any,
 ) -> None:
+    from consumers.engine import Engine
+
     cfg = settings.consumers
     producer = RenewingProducer(
         lambda: _producer(settings),
@@ -448,7 +450,7 @@ async def _serve(
                 DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
                 dedup_ttl=cfg.dedup.ttl_for,
             )
-            engine = engine_type(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
+            engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, engine.stop)
