@@ -223,6 +223,7 @@ def _build(settings: ConsumerConfig, config_path: Path | None = None) -> Runtime
 async def _started(rt: Runtime, names: Sequence[str]) -> AsyncIterator[None]:
     started: list[Sink] = []
     try:
+        await rt.dedup.start()
         for name in names:
             sink = rt.sinks[name]
             try:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.config import Invalid, KafkaSettings, StrictModel, load_file, validate
 from webhook_common.contract import IdOrigin
 from webhook_common.errors import ConfigError
 from webhook_common.jsonpointer import parse_pointer
@@ -43,16 +43,63 @@ class DedupConfig(StrictModel):
     sources: dict[str, DedupWindows] = Field(default_factory=dict)
     # Bound of the memory store (least recently used marks are dropped first).
     max_entries: int = Field(default=1_000_000, ge=1)
-    # May carry a password (redis://:pw@host/0), so it is never printed.
+    # May carry a password (redis://user:pw@host/0), so it is never printed.
+    # ``rediss://`` is TLS. In cluster and sentinel mode the URL lists several hosts
+    # (redis://user:pw@h1:6379,h2:6379/0): seed nodes of the cluster, or the sentinels.
     redis_url: SecretStr | None = None
+    redis_mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    # The master's name the sentinels know (their ``sentinel monitor <name>``).
+    redis_sentinel_master: str | None = None
+    # The sentinels' own password (their ``requirepass``), when they have one.
+    redis_sentinel_password: SecretStr | None = None
+    # TLS (``rediss://``): the system's CA store unless a CA file is given; a client
+    # certificate and key for mutual TLS.
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
+    redis_check_hostname: bool = True
     key_prefix: str = "webhookgw:dedup:"
     # Most checks or marks sent to Redis in one pipeline.
     batch_size: int = Field(default=500, ge=1, le=10_000)
 
     @model_validator(mode="after")
-    def _redis_needs_url(self) -> Self:
-        if self.store == "redis" and not self.redis_url:
+    def _redis_consistent(self) -> Self:
+        if self.store != "redis":
+            return self
+        if not self.redis_url:
             raise ValueError("redis_url to be set when store is 'redis'")
+        from consumers.redisconn import parse_redis_url
+
+        try:
+            url = parse_redis_url(self.redis_url.get_secret_value())
+        except ValueError as exc:
+            raise Invalid("redis_url", str(exc)) from None
+        if self.redis_mode == "sentinel" and not self.redis_sentinel_master:
+            raise Invalid(
+                "redis_sentinel_master", "the master's name when redis_mode is 'sentinel'"
+            )
+        if self.redis_mode != "sentinel":
+            for key in ("redis_sentinel_master", "redis_sentinel_password"):
+                if getattr(self, key) is not None:
+                    raise Invalid(key, "no value unless redis_mode is 'sentinel'")
+        if self.redis_mode == "standalone" and len(url.hosts) > 1:
+            raise Invalid(
+                "redis_url",
+                "one host when redis_mode is 'standalone' (several: set redis_mode to "
+                "'cluster' or 'sentinel')",
+            )
+        if self.redis_mode == "cluster" and url.db != 0:
+            raise Invalid(
+                "redis_url", "database 0 when redis_mode is 'cluster' (a cluster has one)"
+            )
+        if not url.tls:
+            for key in ("redis_ca_file", "redis_cert_file", "redis_key_file"):
+                if getattr(self, key) is not None:
+                    raise Invalid(key, "no value unless redis_url is rediss:// (TLS)")
+        if self.redis_key_file is not None and self.redis_cert_file is None:
+            raise Invalid("redis_cert_file", "the client certificate redis_key_file belongs to")
+        if self.redis_cert_file is not None and self.redis_key_file is None:
+            raise Invalid("redis_key_file", "the key of the client certificate redis_cert_file")
         return self
 
     def ttl_for(self, source: str, origin: IdOrigin) -> int:

@@ -7,8 +7,9 @@ re-delivers (at least once) and never drops. Two stores:
 * ``memory`` — per process, bounded (least recently used first out) with a TTL. Right
   for one consumer process; marks vanish on restart.
 * ``redis`` — shared by the group and restarts. Marks are ``SET key 1 NX EX ttl``;
-  checks are one ``MGET``. Concurrent callers are gathered into one pipeline per round
-  trip (see :class:`_Batcher`), never one round trip per event.
+  checks are one ``MGET`` (split by slot on a Redis Cluster). Concurrent callers are
+  gathered into one pipeline per round trip (see :class:`_Batcher`), never one round
+  trip per event. One server, a cluster or Sentinel: :mod:`consumers.redisconn`.
 
 When Redis fails the store raises :class:`DedupUnavailable` (retriable): the engine
 backs off and tries again instead of delivering unchecked, so an outage of Redis
@@ -18,13 +19,19 @@ stalls delivery (fetching pauses at the in-flight bound) rather than duplicating
 from __future__ import annotations
 
 import asyncio
+import logging
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
+from pydantic import SecretStr
+
 from consumers.config import DedupConfig
-from webhook_common.errors import WebhookGatewayError
+from webhook_common.errors import ConfigError, WebhookGatewayError
+
+log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]  # (event id, sink name)
 T = TypeVar("T")
@@ -42,6 +49,10 @@ class DedupStore(Protocol):
 
     async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
         """Remember the pair for ``ttl_seconds`` (None: the store's default)."""
+        ...
+
+    async def start(self) -> None:
+        """Check the store can be used; :class:`ConfigError` when it never will be."""
         ...
 
     async def aclose(self) -> None: ...
@@ -78,6 +89,9 @@ class MemoryDedupStore:
         self._marks.move_to_end(pair)
         while len(self._marks) > self._max:
             self._marks.popitem(last=False)
+
+    async def start(self) -> None:
+        pass
 
     async def aclose(self) -> None:
         self._marks.clear()
@@ -125,10 +139,25 @@ class _Batcher(Generic[T, R]):
 class RedisDedupStore:
     """Marks in Redis, shared by every consumer of the group."""
 
-    def __init__(self, client: Any, ttl_seconds: int, prefix: str, batch_size: int) -> None:
+    def __init__(
+        self,
+        client: Any,
+        ttl_seconds: int,
+        prefix: str,
+        batch_size: int,
+        *,
+        cluster: bool = False,
+        url_key: str = "consumers.dedup.redis_url",
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
+        self._close = close or client.aclose
         self._ttl = ttl_seconds
         self._prefix = prefix
+        # A cluster refuses an MGET across slots: the read is split by slot and sent to
+        # each slot's node in parallel (still one round trip of wall time per batch).
+        self._cluster = cluster
+        self._url_key = url_key
         self._checks: _Batcher[Pair, bool] = _Batcher(self._check_many, batch_size)
         self._marks: _Batcher[tuple[str, str, int], None] = _Batcher(self._mark_many, batch_size)
         # Round trips made, for tests and the batching metric.
@@ -136,10 +165,70 @@ class RedisDedupStore:
 
     @classmethod
     def from_url(cls, url: str, ttl_seconds: int, prefix: str, batch_size: int) -> RedisDedupStore:
-        import redis.asyncio as aioredis
+        """A standalone server (``redis://`` or ``rediss://``)."""
+        config = DedupConfig(store="redis", redis_url=SecretStr(url))
+        return cls.from_config(
+            config, ttl_seconds=ttl_seconds, prefix=prefix, batch_size=batch_size
+        )
 
-        client = aioredis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        return cls(client, ttl_seconds, prefix, batch_size)
+    @classmethod
+    def from_config(
+        cls,
+        config: DedupConfig,
+        *,
+        ttl_seconds: int | None = None,
+        prefix: str | None = None,
+        batch_size: int | None = None,
+    ) -> RedisDedupStore:
+        from consumers.redisconn import connect
+
+        connection = connect(config)
+        return cls(
+            connection.client,
+            config.ttl_seconds if ttl_seconds is None else ttl_seconds,
+            config.key_prefix if prefix is None else prefix,
+            config.batch_size if batch_size is None else batch_size,
+            cluster=connection.cluster,
+            close=connection.aclose,
+        )
+
+    async def start(self) -> None:
+        """Ask Redis once, as the deliveries will: refused credentials or missing ACL
+        permissions are a configuration error (naming the key, never the password),
+        not an outage to retry for ever. An unreachable Redis is an outage: the
+        deliveries wait for it."""
+        import redis.exceptions
+
+        probe = f"{self._prefix}probe"
+        try:
+            if self._cluster:
+                await self._client.mget_nonatomic([probe])
+            else:
+                await self._client.mget([probe])
+            await self._client.set(probe, b"1", nx=True, ex=1)
+        except (redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            what = (
+                "Redis refused the credentials"
+                if isinstance(exc, redis.exceptions.AuthenticationError)
+                else f"the Redis user may not run MGET and SET on keys under the key_prefix ({exc})"
+            )
+            raise ConfigError(
+                f"{self._url_key}: {what}: expected a user and password Redis accepts, "
+                f"with +mget +set +ping on ~{self._prefix}*"
+            ) from None
+        except (redis.exceptions.RedisError, OSError) as exc:
+            if _tls_refusal(exc):
+                raise ConfigError(
+                    f"{self._url_key}: the TLS handshake failed ({_tls_refusal(exc)}): "
+                    "expected a server certificate that consumers.dedup.redis_ca_file (or "
+                    "the system's CA store) trusts for the URL's host, and "
+                    "consumers.dedup.redis_cert_file / redis_key_file when the server asks "
+                    "for a client certificate"
+                ) from None
+            log.warning(
+                "redis dedup store not reachable at start (%s); deliveries wait for it",
+                type(exc).__name__,
+            )
 
     def key(self, event_id: str, sink: str) -> str:
         return f"{self._prefix}{sink}:{event_id}"
@@ -157,7 +246,11 @@ class RedisDedupStore:
 
         self.round_trips += 1
         try:
-            values = await self._client.mget([self.key(e, s) for e, s in pairs])
+            keys = [self.key(e, s) for e, s in pairs]
+            if self._cluster:
+                values = await self._client.mget_nonatomic(keys)
+            else:
+                values = await self._client.mget(keys)
         except (redis.exceptions.RedisError, OSError) as exc:
             raise DedupUnavailable(f"redis dedup check failed: {type(exc).__name__}") from exc
         return [v is not None for v in values]
@@ -182,18 +275,27 @@ class RedisDedupStore:
             return False
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._close()
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What TLS said, when ``exc`` (or what caused it) is a refused handshake."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return getattr(seen, "verify_message", None) or seen.reason or type(seen).__name__
+        seen = seen.__cause__ or seen.__context__
+    text = str(exc)
+    # redis-py reports some handshake failures as text only.
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT", "SSLV3_ALERT", "certificate"):
+        if marker in text:
+            return marker
+    return None
 
 
 def build_store(config: DedupConfig) -> DedupStore:
     if config.store == "redis":
-        assert config.redis_url is not None  # checked by DedupConfig
-        return RedisDedupStore.from_url(
-            config.redis_url.get_secret_value(),
-            config.ttl_seconds,
-            config.key_prefix,
-            config.batch_size,
-        )
+        return RedisDedupStore.from_config(config)
     return MemoryDedupStore(config.ttl_seconds, config.max_entries)
 
 
