@@ -50,6 +50,7 @@ def consumer_plan(quick: bool, redis_url: str) -> consume.ConsumerPlan:
             e2e_seconds=2,
             redis_url=redis_url,
             timeout=60,
+            memory_ids=20_000,
         )
     return consume.ConsumerPlan(
         events=100_000,
@@ -62,6 +63,7 @@ def consumer_plan(quick: bool, redis_url: str) -> consume.ConsumerPlan:
         redis_url=redis_url,
         profile_seconds=8,
         variations=True,
+        memory_ids=1_000_000,
     )
 
 

@@ -26,6 +26,7 @@ import yaml
 
 from bench import flame, kafka
 from bench.ingress import check_accepts, gateway_config, gateway_target
+from bench.memory import DedupMemory, dedup_memory
 from bench.payload import signed_requests, write_wrk_requests
 from bench.procs import BenchError, Process, free_port, plugin_path, python
 from webhook_common.contract import parse_time
@@ -44,6 +45,7 @@ class ConsumerPlan:
     timeout: float = 300.0
     profile_seconds: float = 0.0  # py-spy the two dedup cases for this long; 0: skip
     variations: bool = False  # also fsync batch and a narrower / wider in-flight window
+    memory_ids: int = 0  # ids for the memory dedup store's bytes per id; 0: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,7 @@ class ConsumerResults:
     slow_order_detail: str = ""
     end_to_end: EndToEnd | None = None
     profile: dict[str, Any] = field(default_factory=dict)
+    dedup_memory: DedupMemory | None = None
     errors: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class ConsumerResults:
             "slow_order_detail": self.slow_order_detail,
             "end_to_end": asdict(self.end_to_end) if self.end_to_end else None,
             "profile": self.profile,
+            "dedup_memory": asdict(self.dedup_memory) if self.dedup_memory else None,
             "errors": self.errors,
         }
 
@@ -235,7 +239,7 @@ def run(plan: ConsumerPlan, workdir: Path, bootstrap: str) -> ConsumerResults:
     workdir.mkdir(parents=True, exist_ok=True)
     topics: list[str] = []
     try:
-        for case in (_throughput_cases, _slow_cases, _end_to_end):
+        for case in (_throughput_cases, _slow_cases, _end_to_end, _memory):
             try:
                 case(plan, workdir, bootstrap, topics, results)
             except BenchError as exc:
@@ -244,6 +248,14 @@ def run(plan: ConsumerPlan, workdir: Path, bootstrap: str) -> ConsumerResults:
     finally:
         asyncio.run(kafka.delete_topics(bootstrap, topics))
     return results
+
+
+def _memory(
+    plan: ConsumerPlan, workdir: Path, bootstrap: str, topics: list[str], results: ConsumerResults
+) -> None:
+    if plan.memory_ids:
+        _log(f"memory dedup store: {plan.memory_ids:,} ids, and the OrderedDict baseline")
+        results.dedup_memory = dedup_memory(plan.memory_ids)
 
 
 def _new_topic(bootstrap: str, prefix: str, partitions: int, topics: list[str]) -> str:

@@ -233,6 +233,20 @@ def consumer_tables(r: ConsumerResults) -> list[str]:
             "",
         ]
         lines += profile_tables(p)
+    m = r.dedup_memory
+    if m:
+        lines += ["", f"### Memory dedup store, {m.ids:,} ids", ""]
+        lines += _table(
+            ["store", "bytes per id", "x baseline"],
+            [
+                [
+                    "memory (digest → expiry bucket)",
+                    _f(m.bytes_per_id),
+                    _f(ratio(m.bytes_per_id, m.baseline_bytes_per_id), 2),
+                ],
+                ["baseline: OrderedDict[(id, sink)] → expiry", _f(m.baseline_bytes_per_id), "1.00"],
+            ],
+        )
     e = r.end_to_end
     if e:
         lines += ["", f"### End to end at {_f(e.rate)} events/s for {_f(e.seconds)} s", ""]
@@ -328,6 +342,15 @@ def goals(ing: IngressResults | None, con: ConsumerResults | None) -> list[list[
                     "slow sink ≥ 40 x one-at-a-time, order intact",
                     f"{x:.1f} x, order {'intact' if con.slow_order_ok else 'broken'}",
                     verdict(x >= 40 and bool(con.slow_order_ok)),
+                ]
+            )
+        if con.dedup_memory:
+            m = con.dedup_memory
+            rows.append(
+                [
+                    f"memory dedup store ≤ 120 B per id ({m.ids:,} ids)",
+                    f"{m.bytes_per_id:.0f} B",
+                    verdict(m.bytes_per_id <= 120),
                 ]
             )
         if con.end_to_end:

@@ -41,7 +41,8 @@ class DedupConfig(StrictModel):
     ttl_seconds: int = Field(default=604_800, ge=1)
     derived_ttl_seconds: int = Field(default=300, ge=1)
     sources: dict[str, DedupWindows] = Field(default_factory=dict)
-    # Bound of the memory store (least recently used marks are dropped first).
+    # Bound of the memory store (the earliest-expiring marks are dropped first); about
+    # 100 bytes a mark, so the default holds ~95 MB.
     max_entries: int = Field(default=1_000_000, ge=1)
     # May carry a password (redis://user:pw@host/0), so it is never printed.
     # ``rediss://`` is TLS. In cluster and sentinel mode the URL lists several hosts

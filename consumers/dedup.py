@@ -4,8 +4,8 @@ The engine asks :meth:`DedupStore.seen` before a delivery and calls
 :meth:`DedupStore.mark` only after the sink succeeded, so a crash between the two
 re-delivers (at least once) and never drops. Two stores:
 
-* ``memory`` — per process, bounded (least recently used first out) with a TTL. Right
-  for one consumer process; marks vanish on restart.
+* ``memory`` — per process, bounded (earliest-expiring first out), each mark with its
+  window. Right for one consumer process; marks vanish on restart.
 * ``redis`` — shared by the group and restarts. Marks are ``SET key 1 NX EX ttl``;
   checks are one ``MGET`` (split by slot on a Redis Cluster). Concurrent callers are
   gathered into one pipeline per round trip (see :class:`_Batcher`), never one round
@@ -19,10 +19,13 @@ stalls delivery (fetching pauses at the in-flight bound) rather than duplicating
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import heapq
 import logging
+import math
 import ssl
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -59,7 +62,17 @@ class DedupStore(Protocol):
 
 
 class MemoryDedupStore:
-    """Bounded LRU of marks with a TTL, for a single consumer process."""
+    """Marks of one consumer process, bounded, each with its own window.
+
+    A mark is a 128-bit digest of (sink, event id) mapped to the second it expires, so
+    a remembered id costs about 100 bytes whatever the id's length (``make bench``
+    measures it) and the process never holds the ids themselves. Expiry seconds are
+    rounded up to 1/256 of the window (at least a second), so marks of a window share
+    few expiry values; each value keeps its digests in the order they were marked, and
+    the earliest-expiring marks are the first out, when they expire or when
+    ``max_entries`` is reached. A collision of two digests is as likely as 2^-128 per
+    pair: for a billion marks, below 10^-20.
+    """
 
     def __init__(
         self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
@@ -67,34 +80,67 @@ class MemoryDedupStore:
         self._ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
-        self._marks: OrderedDict[Pair, float] = OrderedDict()
+        self._expiry: dict[int, int] = {}
+        # expiry second -> (that int, shared by its marks; digests in marking order)
+        self._buckets: dict[int, tuple[int, deque[int]]] = {}
+        self._due: list[int] = []  # heap of the buckets' expiry seconds
 
     def __len__(self) -> int:
-        return len(self._marks)
+        return len(self._expiry)
+
+    @staticmethod
+    def _digest(event_id: str, sink: str) -> int:
+        key = f"{sink}\x00{event_id}".encode()
+        return int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "little")
 
     async def seen(self, event_id: str, sink: str) -> bool:
-        pair = (event_id, sink)
-        expires = self._marks.get(pair)
+        digest = self._digest(event_id, sink)
+        expires = self._expiry.get(digest)
         if expires is None:
             return False
         if expires <= self._clock():
-            del self._marks[pair]
+            del self._expiry[digest]
             return False
-        self._marks.move_to_end(pair)
         return True
 
     async def mark(self, event_id: str, sink: str, ttl_seconds: int | None = None) -> None:
-        pair = (event_id, sink)
-        self._marks[pair] = self._clock() + (self._ttl if ttl_seconds is None else ttl_seconds)
-        self._marks.move_to_end(pair)
-        while len(self._marks) > self._max:
-            self._marks.popitem(last=False)
+        now = self._clock()
+        ttl = self._ttl if ttl_seconds is None else ttl_seconds
+        step = max(1, int(ttl) // 256)
+        second = -(-math.ceil(now + ttl) // step) * step
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = (second, deque())
+            heapq.heappush(self._due, second)
+        digest = self._digest(event_id, sink)
+        self._expiry[digest] = bucket[0]
+        bucket[1].append(digest)
+        self._drop(now)
+
+    def _drop(self, now: float) -> None:
+        """Expired buckets out, then the earliest-expiring marks while over the bound.
+        A digest marked again sits in two buckets; only the one it now points at counts."""
+        expiry, due, buckets = self._expiry, self._due, self._buckets
+        while due and (due[0] <= now or len(expiry) > self._max):
+            second = due[0]
+            digests = buckets[second][1]
+            expired = second <= now
+            while digests and (expired or len(expiry) > self._max):
+                digest = digests.popleft()
+                if expiry.get(digest) == second:
+                    del expiry[digest]
+            if digests:
+                return
+            heapq.heappop(due)
+            del buckets[second]
 
     async def start(self) -> None:
         pass
 
     async def aclose(self) -> None:
-        self._marks.clear()
+        self._expiry.clear()
+        self._buckets.clear()
+        self._due.clear()
 
 
 class _Batcher(Generic[T, R]):

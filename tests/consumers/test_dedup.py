@@ -62,16 +62,54 @@ def test_windows_by_id_origin_and_source() -> None:
     assert DedupConfig().ttl_for("crystallize", IdOrigin.DERIVED) == 300
 
 
-async def test_bounded_least_recently_used_goes_first() -> None:
-    store = MemoryDedupStore(60, 3)
+async def test_bounded_the_earliest_expiring_marks_go_first() -> None:
+    clock = Clock()
+    store = MemoryDedupStore(60, 3, clock=clock)
     for i in range(3):
         await store.mark(f"e{i}", "a")
-    assert await store.seen("e0", "a")  # touch e0: e1 is now the oldest
-    await store.mark("e3", "a")
+        clock.now += 1
+    await store.mark("long", "a", 600)  # over the bound: e0 expires first, so it goes
     assert len(store) == 3
-    assert not await store.seen("e1", "a")
-    assert await store.seen("e0", "a")
-    assert await store.seen("e3", "a")
+    assert not await store.seen("e0", "a")
+    assert await store.seen("e1", "a")
+    await store.mark("short", "a", 5)  # the shortest window now goes first: itself
+    assert len(store) == 3
+    assert not await store.seen("short", "a")
+    assert [await store.seen(i, "a") for i in ("e1", "e2", "long")] == [True, True, True]
+
+
+async def test_a_mark_renewed_keeps_its_new_window_when_the_old_one_is_swept() -> None:
+    clock = Clock()
+    store = MemoryDedupStore(60, 100, clock=clock)
+    await store.mark("e", "a")
+    clock.now += 30
+    await store.mark("e", "a")  # a replay marks again: 60 s from now
+    clock.now += 31  # past the first window: its bucket is swept at the next mark
+    await store.mark("other", "a")
+    assert await store.seen("e", "a")
+    assert len(store) == 2
+    clock.now += 30
+    await store.mark("later", "a")
+    assert not await store.seen("e", "a")
+
+
+async def test_windows_are_kept_to_a_256th_of_their_length() -> None:
+    clock = Clock()
+    store = MemoryDedupStore(60, 10, clock=clock)
+    await store.mark("week", "a", 604_800)
+    clock.now += 604_800 - 1
+    assert await store.seen("week", "a")
+    clock.now += 604_800 // 256 + 1
+    assert not await store.seen("week", "a")
+
+
+async def test_the_store_keeps_a_digest_never_the_id() -> None:
+    long = MemoryDedupStore(60, 10)
+    await long.mark("x" * 10_000, "a")
+    assert await long.seen("x" * 10_000, "a")
+    assert not await long.seen("x" * 9_999, "a")
+    assert [type(k) for k in long._expiry] == [int]
+    assert max(k.bit_length() for k in long._expiry) <= 128
 
 
 async def test_batcher_gathers_concurrent_calls_into_few_batches() -> None:
