@@ -13,7 +13,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.config import KafkaSettings, StrictModel, config_dir_of, load_file, validate
 from webhook_common.contract import IdOrigin
 from webhook_common.errors import ConfigError
 from webhook_common.jsonpointer import parse_pointer
@@ -211,12 +211,16 @@ class ConsumerConfig(StrictModel):
     consumers: ConsumersSection
 
 
-def parse_config(data: Mapping[str, Any], *, source: str = "config") -> ConsumerConfig:
-    """Validate the consumer sections of an already loaded document."""
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "config", config_dir: Path | None = None
+) -> ConsumerConfig:
+    """Validate the consumer sections of an already loaded document; relative paths in it
+    are taken from ``config_dir`` (the directory of the file it came from). The sinks'
+    own options are validated when the sinks are built, from ``SinkContext.config_path``."""
     if "consumers" not in data:
         raise ConfigError(f"{source}: consumers: missing: expected a 'consumers' section")
     ours = {k: data[k] for k in ("kafka", "consumers") if k in data}
-    return validate(ConsumerConfig, ours, source=source)
+    return validate(ConsumerConfig, ours, source=source, config_dir=config_dir)
 
 
 _SECTIONS = ("kafka", "consumers")
@@ -229,4 +233,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Consu
     variables (its verifier secrets) that a consumer's environment rightly lacks.
     """
     ours = load_file(path, env, sections=_SECTIONS)
-    return parse_config(ours, source=str(path))
+    return parse_config(ours, source=str(path), config_dir=config_dir_of(path))
