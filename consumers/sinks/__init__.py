@@ -23,11 +23,13 @@ from pydantic import BaseModel
 
 from consumers.config import DEFAULT_MAX_RECORD_BYTES
 from consumers.event import Event
+from webhook_common.config import ConfigPath
 from webhook_common.errors import WebhookGatewayError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BatchSink",
+    "ConfigPath",
     "Event",
     "Sink",
     "SinkContext",
