@@ -8,6 +8,7 @@
 #   deploy/local/image.sh run [podman run options...] [-- command...]
 #                                  # the image as a container: read-only root, host network
 #   deploy/local/image.sh check    # exit 0 when podman can run a container here
+#   deploy/local/image.sh tools    # install podman, mmdebstrap and runc (Debian)
 #
 # Environment: WG_IMAGE (localhost/webhook-gateway:dev), WG_BASE_IMAGE
 # (localhost/webhookgw-base:bookworm), PYTHON_IMAGE (the Dockerfile's base; default
@@ -138,6 +139,7 @@ case "${1:-}" in
     build) shift; cmd_build "$@" ;;
     run) shift; cmd_run "$@" ;;
     check) shift; cmd_check "$@" ;;
+    tools) ensure_tools ;;
     runtime) runtime ;;
-    *) echo "usage: $0 base [--force]|build|run [options] [-- command]|check" >&2; exit 2 ;;
+    *) echo "usage: $0 base [--force]|build|run [options] [-- command]|check|tools|runtime" >&2; exit 2 ;;
 esac
