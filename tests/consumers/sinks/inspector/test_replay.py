@@ -247,7 +247,7 @@ async def test_a_relative_replay_config_is_taken_from_the_consumers_file_directo
     from consumers.__main__ import _build
 
     (tmp_path / "conf").mkdir()
-    sinks = {
+    sinks: dict[str, dict[str, Any]] = {
         "audit": {"type": "log"},
         "page": {"type": "inspector", "port": 0, "replay_config": "replay.yaml"},
     }
