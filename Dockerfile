@@ -20,10 +20,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/webhook-gateway
 ENV PATH=/opt/webhook-gateway/bin:$PATH
 WORKDIR /src
-# Metadata first, so the dependency layer is rebuilt only when pyproject.toml changes.
+# The lock first, so the dependency layer is rebuilt only when the lock changes. It pins
+# every runtime dependency with its hashes (`make lock` regenerates it from
+# pyproject.toml): two builds of one commit install the same files, and a changed file on
+# the index fails the build instead of entering the image.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt
-RUN pip install -r /tmp/requirements.txt
 COPY webhook_common ./webhook_common
 COPY gateway ./gateway
 COPY consumers ./consumers

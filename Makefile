@@ -10,7 +10,7 @@ CONFIG ?= deploy/config/quickstart.yaml
 export KAFKA_PORT ?= 9092
 
 .PHONY: help venv tools kafka-jars kafka-up kafka-down services-up services-down services-status \
-        lint fmt typecheck test test-unit run bench faults clean
+        lint fmt typecheck test test-unit run bench faults lock image clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,10 +33,11 @@ kafka-up:  ## start the local single-node Kafka (KRaft) on 127.0.0.1:$KAFKA_PORT
 kafka-down:  ## stop the local Kafka; no JVM is left behind
 	deploy/local/kafka.sh down
 
-tools:  ## test tools: helm (Go module proxy); prometheus, promtool, chromium (Debian)
+tools:  ## test tools: helm (Go module proxy); prometheus, promtool, chromium, podman (Debian)
 	deploy/local/helm.sh install
 	deploy/local/prometheus.sh install
 	deploy/local/chromium.sh install
+	deploy/local/image.sh tools
 
 services-up:  ## start Kafka, Redis and PostgreSQL on loopback (idempotent)
 	deploy/local/services.sh up
@@ -73,6 +74,19 @@ bench: $(STAMP) services-up  ## side-by-side benchmark (~12 min): gateway vs raw
 
 faults: $(STAMP) services-up  ## fault-injection scenarios (~22 min, shipped defaults): every 202 reconciled with Kafka and the sinks
 	$(PY) -m faults --run-dir var/faults $(FAULTS_ARGS)
+
+# pip-tools in a virtualenv of its own (not the project's: its pins must not move the
+# dev tools), on the Python of the image (3.11). Hashes of every file of each pinned
+# version are kept, so the lock installs on linux x86_64 and aarch64 alike.
+LOCK_TOOLS := .cache/lock-tools
+lock:  ## regenerate requirements.lock (hash-pinned runtime dependencies the image installs)
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/pip install -q 'pip-tools==7.6.2'
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+
+image:  ## build the container image with podman on a Debian-made base (deploy/local/image.sh)
+	deploy/local/image.sh build
 
 clean:  ## remove the virtualenv, caches and local service data (stop services first)
 	-deploy/local/services.sh down

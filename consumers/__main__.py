@@ -202,7 +202,9 @@ def _build(settings: ConsumerConfig, config_path: Path | None = None) -> Runtime
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         kafka_client_kwargs=kafka.client_kwargs(),
         registry=registry,
-        config_path=config_path,
+        # Absolute now: the sinks' relative paths and the replay command must not
+        # depend on the working directory of a later moment.
+        config_path=config_path.absolute() if config_path is not None else None,
         sink_types={name: str(section.get("type", "")) for name, section in sections.items()},
         max_record_bytes=settings.consumers.max_record_bytes,
     )

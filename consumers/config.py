@@ -13,7 +13,15 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from webhook_common.config import Invalid, KafkaSettings, StrictModel, load_file, validate
+from webhook_common.config import (
+    ConfigPath,
+    Invalid,
+    KafkaSettings,
+    StrictModel,
+    config_dir_of,
+    load_file,
+    validate,
+)
 from webhook_common.contract import IdOrigin
 from webhook_common.errors import ConfigError
 from webhook_common.jsonpointer import parse_pointer
@@ -55,9 +63,9 @@ class DedupConfig(StrictModel):
     redis_sentinel_password: SecretStr | None = None
     # TLS (``rediss://``): the system's CA store unless a CA file is given; a client
     # certificate and key for mutual TLS.
-    redis_ca_file: str | None = None
-    redis_cert_file: str | None = None
-    redis_key_file: str | None = None
+    redis_ca_file: ConfigPath | None = None
+    redis_cert_file: ConfigPath | None = None
+    redis_key_file: ConfigPath | None = None
     redis_check_hostname: bool = True
     key_prefix: str = "webhookgw:dedup:"
     # Most checks or marks sent to Redis in one pipeline.
@@ -259,12 +267,16 @@ class ConsumerConfig(StrictModel):
     consumers: ConsumersSection
 
 
-def parse_config(data: Mapping[str, Any], *, source: str = "config") -> ConsumerConfig:
-    """Validate the consumer sections of an already loaded document."""
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "config", config_dir: Path | None = None
+) -> ConsumerConfig:
+    """Validate the consumer sections of an already loaded document; relative paths in it
+    are taken from ``config_dir`` (the directory of the file it came from). The sinks'
+    own options are validated when the sinks are built, from ``SinkContext.config_path``."""
     if "consumers" not in data:
         raise ConfigError(f"{source}: consumers: missing: expected a 'consumers' section")
     ours = {k: data[k] for k in ("kafka", "consumers") if k in data}
-    return validate(ConsumerConfig, ours, source=source)
+    return validate(ConsumerConfig, ours, source=source, config_dir=config_dir)
 
 
 _SECTIONS = ("kafka", "consumers")
@@ -277,4 +289,4 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Consu
     variables (its verifier secrets) that a consumer's environment rightly lacks.
     """
     ours = load_file(path, env, sections=_SECTIONS)
-    return parse_config(ours, source=str(path))
+    return parse_config(ours, source=str(path), config_dir=config_dir_of(path))

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from consumers.sinks import ENTRY_POINT_GROUP, Sink, SinkContext
+from webhook_common.config import config_dir_of
 from webhook_common.errors import ConfigError
 from webhook_common.plugins import PluginError, PluginKind, Registry
 
@@ -49,9 +50,11 @@ def build_sinks(
 
     Each section is ``{type: <entry point name>, ...the sink's Config...}``. Errors
     (:class:`ConfigError`, :class:`PluginError` for loading) name the key path. The
-    caller starts the sinks (``await sink.start()``) and closes them.
+    caller starts the sinks (``await sink.start()``) and closes them. Relative
+    ``ConfigPath`` options are taken from the directory of ``context.config_path``.
     """
     registry = registry if registry is not None else SinkRegistry()
+    config_dir = config_dir_of(context.config_path) if context.config_path else None
     at = path.split(".")
     sinks: dict[str, Sink] = {}
     for name, section in sinks_section.items():
@@ -75,5 +78,7 @@ def build_sinks(
         def construct(cls: type[Sink], config: Any, name: str = name) -> Sink:
             return cls(name, config, context)
 
-        sinks[name] = registry.build(type_name, options, [*at, name], construct)
+        sinks[name] = registry.build(
+            type_name, options, [*at, name], construct, config_dir=config_dir
+        )
     return sinks

@@ -16,6 +16,7 @@ The topology is ``consumers.dedup.redis_mode``; everything else comes from
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -83,11 +84,14 @@ def parse_redis_url(url: str) -> RedisURL:
 
 
 def _tls_kwargs(config: DedupConfig) -> dict[str, Any]:
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
     return {
         "ssl": True,
-        "ssl_ca_certs": config.redis_ca_file,
-        "ssl_certfile": config.redis_cert_file,
-        "ssl_keyfile": config.redis_key_file,
+        "ssl_ca_certs": text(config.redis_ca_file),
+        "ssl_certfile": text(config.redis_cert_file),
+        "ssl_keyfile": text(config.redis_key_file),
         "ssl_check_hostname": config.redis_check_hostname,
     }
 

@@ -21,7 +21,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, SecretStr, field_validator
 
-from webhook_common.config import KafkaSettings, StrictModel, load_file, validate
+from webhook_common.config import (
+    ConfigPath,
+    KafkaSettings,
+    RemembersConfigDir,
+    StrictModel,
+    config_dir_of,
+    load_file,
+    validate,
+)
 from webhook_common.errors import ConfigError
 from webhook_common.jsonpointer import parse_pointer
 
@@ -137,8 +145,9 @@ class SpoolSettings(StrictModel):
     enabled: bool = False
     # One directory per gateway process (a lock file enforces it; with `workers` N > 1,
     # worker i uses `<path>/worker-<i>`); the journal holds webhook bodies at rest
-    # (files 0600, directory 0700).
-    path: Path = Path("./var/spool")
+    # (files 0600, directory 0700). Written in the file, a relative path is taken from
+    # the file's directory; this default, written nowhere, from the working directory.
+    path: ConfigPath = Path("./var/spool")
     # Most bytes of undrained records; over it, 503 as without a spool.
     max_bytes: int = Field(default=1024 * MiB, ge=MiB, le=1 << 50)
     # Journal segment size; a fully drained segment file is deleted.
@@ -280,7 +289,7 @@ class SourceConfig(StrictModel):
         return PROVIDER_DEFAULTS.get(self.verifier.type, GENERIC_DEFAULTS)
 
 
-class GatewayConfig(BaseModel):
+class GatewayConfig(RemembersConfigDir):
     """The whole config file as the gateway reads it (``kafka``, ``topics``, ``gateway``,
     ``sources``); other top-level sections belong to the consumers and are ignored."""
 
@@ -354,9 +363,12 @@ def _cross_check(cfg: GatewayConfig) -> None:
         )
 
 
-def parse_config(data: Mapping[str, Any], *, source: str = "config") -> GatewayConfig:
-    """Validate the ingress sections of an already loaded document."""
-    cfg = validate(GatewayConfig, data, source=source)
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "config", config_dir: Path | None = None
+) -> GatewayConfig:
+    """Validate the ingress sections of an already loaded document; relative paths in it
+    are taken from ``config_dir`` (the directory of the file it came from)."""
+    cfg = validate(GatewayConfig, data, source=source, config_dir=config_dir)
     _cross_check(cfg)
     return cfg
 
@@ -364,4 +376,4 @@ def parse_config(data: Mapping[str, Any], *, source: str = "config") -> GatewayC
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GatewayConfig:
     """Read, interpolate and validate a config file. Raises :class:`ConfigError`."""
     data = load_file(path, env, sections=("kafka", "topics", "gateway", "sources"))
-    return parse_config(data, source=f"config file {str(path)!r}")
+    return parse_config(data, source=f"config file {str(path)!r}", config_dir=config_dir_of(path))

@@ -4,6 +4,7 @@ JSON pointers parsed. Built once at startup from :class:`gateway.config.GatewayC
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.config import GatewayConfig, SourceConfig
 from gateway.extract import KeyExtractor
@@ -29,9 +30,13 @@ class Source:
     event_id: str = "auto"
 
 
-def resolve(index: int, sc: SourceConfig, registry: VerifierRegistry) -> Source:
+def resolve(
+    index: int, sc: SourceConfig, registry: VerifierRegistry, config_dir: Path | None = None
+) -> Source:
     defaults = sc.defaults
-    verifier = registry.build_verifier(index, sc.verifier.type, sc.verifier.options(), sc.secrets)
+    verifier = registry.build_verifier(
+        index, sc.verifier.type, sc.verifier.options(), sc.secrets, config_dir=config_dir
+    )
     key = sc.key
     return Source(
         name=sc.name,
@@ -66,7 +71,7 @@ def build_sources(cfg: GatewayConfig, registry: VerifierRegistry) -> list[Source
     problems: list[str] = []
     for i, sc in enumerate(cfg.sources):
         try:
-            sources.append(resolve(i, sc, registry))
+            sources.append(resolve(i, sc, registry, cfg.config_dir))
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:

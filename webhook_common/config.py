@@ -9,6 +9,8 @@ and ignores the rest. What both need lives here:
 * :func:`validate`, which turns a pydantic ``ValidationError`` into a
   :class:`~webhook_common.errors.ConfigError` whose lines name the key path, the value
   (redacted when it is a secret) and what was expected;
+* :data:`ConfigPath`, the type of every key that names a file or directory: a relative
+  value is taken from the directory of the config file it was written in;
 * :class:`KafkaSettings`, the client settings both sides use.
 
 Nothing here reads configuration at import time: ``__main__`` of each side calls
@@ -23,10 +25,20 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from webhook_common.errors import ConfigError
 
@@ -230,12 +242,16 @@ def validate(
     *,
     source: str = "config",
     at: Sequence[str | int] = (),
+    config_dir: Path | None = None,
 ) -> M:
     """Validate ``data`` against ``model``; every problem becomes one line of a
     :class:`ConfigError` naming key path, value and expectation. ``at`` is where ``data``
-    sits in the file (``consumers.sinks.out``), so paths read as the user wrote them."""
+    sits in the file (``consumers.sinks.out``), so paths read as the user wrote them.
+    ``config_dir`` is the directory of that file: relative :data:`ConfigPath` values are
+    taken from it (without it, from the working directory)."""
+    context = {_CONFIG_DIR: config_dir} if config_dir is not None else None
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         lines = []
         for err in exc.errors(include_url=False, include_input=False):
@@ -261,6 +277,63 @@ def validate(
         ) from None
 
 
+# The key of the pydantic validation context that carries the config file's directory.
+_CONFIG_DIR = "webhook_gateway.config_dir"
+
+
+def config_dir_of(path: str | Path) -> Path:
+    """The directory relative paths in the config file ``path`` are taken from: the
+    file's own directory as named (a symlinked file, such as a Kubernetes ConfigMap
+    key, finds its neighbours beside the link), made absolute now, so a later change
+    of working directory changes nothing."""
+    return Path(path).absolute().parent
+
+
+def _context_dir(info: ValidationInfo) -> Path | None:
+    context = info.context
+    found = context.get(_CONFIG_DIR) if isinstance(context, Mapping) else None
+    return found if isinstance(found, Path) else None
+
+
+def _from_config_dir(value: Path, info: ValidationInfo) -> Path:
+    if str(value).startswith("~"):
+        try:
+            return value.expanduser()
+        except RuntimeError:  # no home directory known for that user
+            raise ValueError("a path whose '~' names a user with a home directory") from None
+    base = _context_dir(info)
+    if base is None or value.is_absolute():
+        return value
+    return base / value
+
+
+# A file or directory named in the config. Relative: from the directory of the config
+# file, so the file means the same whatever directory the process starts in (a container
+# runs it from its WORKDIR, a service manager from /); `~` is the user's home; absolute
+# values stay as written. The rule applies to the value after `${VAR}` substitution:
+# a relative path that comes from the environment is relative to the file as well.
+# Defaults are not rebased: a default is not written in any file.
+ConfigPath = Annotated[Path, AfterValidator(_from_config_dir)]
+
+
+class RemembersConfigDir(BaseModel):
+    """A model that builds plugins later from options it holds (a token provider, a
+    verifier): it keeps the directory of the file it was validated from, so the
+    plugin's :data:`ConfigPath` options follow the same rule (``config_dir`` is None
+    for a model built in code)."""
+
+    _config_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _remember_config_dir(self, info: ValidationInfo) -> Self:
+        self._config_dir = _context_dir(info)
+        return self
+
+    @property
+    def config_dir(self) -> Path | None:
+        return self._config_dir
+
+
 class StrictModel(BaseModel):
     """Base for config models: unknown keys are errors, so typos do not pass silently."""
 
@@ -279,7 +352,7 @@ class Invalid(ValueError):
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
 
 
-class KafkaSettings(StrictModel):
+class KafkaSettings(StrictModel, RemembersConfigDir):
     """Kafka client settings shared by gateway and consumers (YAML section ``kafka``).
 
     TLS (``SSL``, ``SASL_SSL``) verifies the brokers against the system's CA store, or
@@ -297,9 +370,9 @@ class KafkaSettings(StrictModel):
     sasl_password: SecretStr | None = None
     # OAUTHBEARER: {"type": <token provider plugin>, ...its options}.
     sasl_oauth: dict[str, Any] | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
+    ssl_cafile: ConfigPath | None = None
+    ssl_certfile: ConfigPath | None = None
+    ssl_keyfile: ConfigPath | None = None
     ssl_key_password: SecretStr | None = None
     ssl_check_hostname: bool = True
     request_timeout_ms: int = Field(default=30_000, ge=1_000)

@@ -33,9 +33,8 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
-from pydantic import Field
 
-from webhook_common.config import REDACTED, StrictModel, format_path
+from webhook_common.config import REDACTED, ConfigPath, StrictModel, format_path
 from webhook_common.errors import ConfigError
 from webhook_common.plugins import PluginKind, Registry
 
@@ -52,7 +51,7 @@ TOKEN_PROVIDERS = PluginKind(
 
 
 class FileTokenConfig(StrictModel):
-    path: str = Field(min_length=1)
+    path: ConfigPath
 
 
 class FileTokenProvider:
@@ -62,7 +61,7 @@ class FileTokenProvider:
     Config: ClassVar[type[FileTokenConfig]] = FileTokenConfig
 
     def __init__(self, config: FileTokenConfig) -> None:
-        self.path = Path(config.path)
+        self.path = config.path
 
     async def token(self) -> str:
         text = await asyncio.to_thread(self.path.read_text, encoding="utf-8")
@@ -89,7 +88,13 @@ def token_provider(
     options = dict(kafka.sasl_oauth or {})
     name = str(options.pop("type", ""))
     registry = registry if registry is not None else Registry(TOKEN_PROVIDERS)
-    plugin = registry.build(name, options, ("kafka", "sasl_oauth"), lambda cls, cfg: cls(cfg))
+    plugin = registry.build(
+        name,
+        options,
+        ("kafka", "sasl_oauth"),
+        lambda cls, cfg: cls(cfg),
+        config_dir=kafka.config_dir,
+    )
     return _Provider(plugin)
 
 
@@ -98,6 +103,10 @@ def _file_problem(key: str, value: str, what: str, exc: BaseException) -> Config
         f"{format_path(['kafka', key])}: got {value!r}: expected {what} ({type(exc).__name__}: "
         f"{exc})"
     )
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
@@ -121,8 +130,8 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext:
             # Which of the two files (or the key's password) is wrong is not said by
             # OpenSSL reliably; the message names both keys, never the password.
             raise ConfigError(
-                f"kafka.ssl_certfile: got {kafka.ssl_certfile!r} (kafka.ssl_keyfile: "
-                f"{kafka.ssl_keyfile!r}): expected a readable PEM client certificate and "
+                f"kafka.ssl_certfile: got {str(kafka.ssl_certfile)!r} (kafka.ssl_keyfile: "
+                f"{_text(kafka.ssl_keyfile)!r}): expected a readable PEM client certificate and "
                 f"the key that belongs to it, with kafka.ssl_key_password if the key is "
                 f"encrypted ({type(exc).__name__}: {exc})"
             ) from None
@@ -178,7 +187,7 @@ def _refused(kafka: KafkaSettings, where: str, exc: BaseException) -> ConfigErro
                 f"the broker's certificate at {where} is for ({why}; "
                 "kafka.ssl_check_hostname: false turns the check off)"
             )
-        cafile = "missing" if kafka.ssl_cafile is None else f"got {kafka.ssl_cafile!r}"
+        cafile = "missing" if kafka.ssl_cafile is None else f"got {str(kafka.ssl_cafile)!r}"
         return ConfigError(
             f"kafka.ssl_cafile: {cafile}: expected the CA that signed the certificate of the "
             f"broker at {where} ({why})"

@@ -24,6 +24,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel
@@ -151,13 +152,16 @@ class Registry(Generic[P]):
         construct: Callable[[type[P], Any], P],
         *,
         secrets: Sequence[str] = (),
+        config_dir: Path | None = None,
     ) -> P:
         """Load ``name``, validate ``options`` against its ``Config`` (errors name
         ``at`` + the key) and call ``construct(cls, config)``. A constructor's failure
-        is a :class:`PluginError` naming ``at``, with ``secrets`` blanked out of it."""
+        is a :class:`PluginError` naming ``at``, with ``secrets`` blanked out of it.
+        ``config_dir`` is the directory of the file the options were written in: the
+        plugin's ``ConfigPath`` options are taken from it when relative."""
         where = format_path(at)
         cls = self.load(name, f"{where}.type")
-        config = validate(cls.Config, options, source=where, at=at)
+        config = validate(cls.Config, options, source=where, at=at, config_dir=config_dir)
         self.validated.append(config)
         try:
             return construct(cls, config)

@@ -23,11 +23,13 @@ from pydantic import BaseModel
 
 from consumers.config import DEFAULT_MAX_RECORD_BYTES
 from consumers.event import Event
+from webhook_common.config import ConfigPath
 from webhook_common.errors import WebhookGatewayError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BatchSink",
+    "ConfigPath",
     "Event",
     "Sink",
     "SinkContext",
@@ -59,7 +61,8 @@ class SinkContext:
     kafka_bootstrap_servers: str
     kafka_client_kwargs: dict[str, object]
     registry: CollectorRegistry
-    config_path: Path | None = None  # the YAML file, as given on the command line
+    # The YAML file, absolute: relative paths in sink options are taken from its directory.
+    config_path: Path | None = None
     sink_types: Mapping[str, str] = field(default_factory=dict)  # every sink: name -> type
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 

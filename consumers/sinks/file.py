@@ -55,7 +55,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -64,7 +63,7 @@ from pydantic import Field
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
-from webhook_common.config import StrictModel
+from webhook_common.config import ConfigPath, StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +78,7 @@ _Job = tuple[Callable[..., None], tuple[Any, ...], _Then]
 
 
 class FileSinkConfig(StrictModel):
-    path: Path = Field(description="the JSONL file; parent directories are created")
+    path: ConfigPath = Field(description="the JSONL file; parent directories are created")
     fsync: Literal["always", "batch", "never"] = "always"
     fsync_interval_seconds: float = Field(default=1.0, gt=0, le=3600)
     mode: int = Field(default=0o640, ge=0, le=0o777, description="permissions of a new file")

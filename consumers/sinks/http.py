@@ -52,7 +52,6 @@ import hashlib
 import hmac
 import re
 import time
-from pathlib import Path
 from typing import ClassVar, Literal
 
 import httpx
@@ -60,7 +59,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validat
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
-from webhook_common.config import StrictModel
+from webhook_common.config import ConfigPath, StrictModel
 
 # Set by the HTTP client from the request itself; forwarding them would corrupt it.
 _NOT_FORWARDABLE = frozenset(
@@ -188,7 +187,7 @@ class HttpSinkConfig(StrictModel):
     cloudevents_headers: bool = True
     sign: Signing | None = None
     max_connections: int = Field(default=100, ge=1, le=10_000)
-    ca_file: Path | None = None
+    ca_file: ConfigPath | None = None
 
     @field_validator("forward_headers")
     @classmethod

@@ -24,10 +24,12 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, SecretStr
 
+from webhook_common.config import ConfigPath
 from webhook_common.errors import WebhookGatewayError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "ConfigPath",
     "Outgoing",
     "Signing",
     "VerificationError",

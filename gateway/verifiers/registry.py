@@ -9,6 +9,7 @@ names and option errors follow the rules every plugin kind shares
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
@@ -40,12 +41,16 @@ class VerifierRegistry(Registry[Verifier]):
         type_name: str,
         options: Mapping[str, Any],
         secrets: Sequence[SecretStr],
+        *,
+        config_dir: Path | None = None,
     ) -> Verifier:
-        """The verifier of ``sources[index]``; errors name ``sources[index].verifier``."""
+        """The verifier of ``sources[index]``; errors name ``sources[index].verifier``.
+        ``config_dir``: where relative ``ConfigPath`` options are taken from."""
         return self.build(
             type_name,
             options,
             ("sources", index, "verifier"),
             lambda cls, config: cls(config, secrets),
             secrets=[s.get_secret_value() for s in secrets],
+            config_dir=config_dir,
         )

@@ -4,55 +4,12 @@ healthcheck and command agree with the CLI and the packages in pyproject.toml.""
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 import shlex
 import tomllib
-from dataclasses import dataclass, field
 
+from tests.deploy.dockerfile import DOCKERFILE, exec_form, parse
 from tests.deploy.support import ROOT, check_invocation, cli
-
-DOCKERFILE = ROOT / "Dockerfile"
-
-
-@dataclass
-class Stage:
-    base: str
-    name: str | None
-    instructions: list[tuple[str, str]] = field(default_factory=list)
-
-    def all(self, keyword: str) -> list[str]:
-        return [arg for kw, arg in self.instructions if kw == keyword]
-
-
-def parse() -> tuple[dict[str, str], list[Stage]]:
-    """(global ARG defaults, stages) with line continuations joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    args: dict[str, str] = {}
-    stages: list[Stage] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        keyword, _, rest = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            words = rest.split()
-            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], words[0])
-            name = words[2] if len(words) > 2 and words[1].upper() == "AS" else None
-            stages.append(Stage(base, name))
-        elif not stages and keyword == "ARG":
-            key, _, value = rest.partition("=")
-            args[key] = value
-        else:
-            stages[-1].instructions.append((keyword, rest.strip()))
-    return args, stages
-
-
-def exec_form(arg: str) -> list[str]:
-    value = json.loads(arg)
-    assert isinstance(value, list), f"expected the exec (JSON) form, got {arg}"
-    return [str(v) for v in value]
 
 
 def test_multi_stage_slim_non_root() -> None:
@@ -78,8 +35,8 @@ def test_no_dev_dependencies_in_the_image() -> None:
     assert "[dev]" not in runs
     assert "-e " not in runs
     assert "pip install --no-deps ." in runs
-    # The dependency list comes from [project].dependencies only.
-    assert "['project']['dependencies']" in runs
+    # The dependencies come from the lock of [project].dependencies only (test_lock.py).
+    assert "pip install --require-hashes -r requirements.lock" in runs
     dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
         "dev"
     ]

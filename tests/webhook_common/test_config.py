@@ -6,8 +6,10 @@ import pytest
 from pydantic import Field, SecretStr
 
 from webhook_common.config import (
+    ConfigPath,
     KafkaSettings,
     StrictModel,
+    config_dir_of,
     format_path,
     interpolate,
     load_file,
@@ -141,3 +143,57 @@ def test_password_in_a_url_value_is_redacted() -> None:
     msg = str(info.value)
     assert "pa55word" not in msg
     assert "postgresql://app:<redacted>@db:5432/x" in msg
+
+
+class _Paths(StrictModel):
+    file: ConfigPath
+    optional: ConfigPath | None = None
+    default: ConfigPath = Path("./var/x")
+
+
+def test_a_relative_config_path_is_taken_from_the_config_files_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", "/home/someone")
+    conf = tmp_path / "conf"
+    got = validate(_Paths, {"file": "a/b.txt", "optional": "/abs/c"}, config_dir=conf)
+    assert got.file == conf / "a" / "b.txt"
+    assert got.optional == Path("/abs/c")  # absolute: as written
+    assert got.default == Path("./var/x")  # a default is written in no file
+    assert validate(_Paths, {"file": "~/t"}, config_dir=conf).file == Path("/home/someone/t")
+    # Without a file (a model built in code): the working directory, as any Path.
+    assert validate(_Paths, {"file": "a"}).file == Path("a")
+    assert config_dir_of("conf/c.yaml") == conf
+
+
+def test_a_relative_path_from_the_environment_follows_the_same_rule(tmp_path: Path) -> None:
+    config = tmp_path / "conf" / "c.yaml"
+    config.parent.mkdir()
+    config.write_text(
+        "kafka: {security_protocol: SSL, ssl_cafile: '${CA:-ca.pem}'}\n"
+        "consumers: {sinks: {out: {type: file, path: '${EVENTS_FILE}'}}}\n"
+    )
+    from consumers.config import load_config
+
+    loaded = load_config(config, env={"EVENTS_FILE": "x"})
+    assert loaded.kafka.ssl_cafile == config.parent / "ca.pem"
+    assert loaded.kafka.config_dir == config.parent
+    # The sinks' options are validated when the sinks are built (consumers.plugins).
+    assert loaded.consumers.sinks["out"]["path"] == "x"
+
+
+async def test_the_file_token_provider_reads_a_token_beside_the_config(tmp_path: Path) -> None:
+    from webhook_common.kafkaauth import token_provider
+
+    (tmp_path / "token").write_text("tok-1\n")
+    kafka = validate(
+        KafkaSettings,
+        {
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "OAUTHBEARER",
+            "sasl_oauth": {"type": "file", "path": "token"},
+        },
+        config_dir=tmp_path,
+    )
+    assert await token_provider(kafka).token() == "tok-1"

@@ -23,7 +23,6 @@ page and its API), :mod:`.replay` (the replay command), :mod:`.hostguard` (the
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import ClassVar, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -35,7 +34,7 @@ from consumers.sinks.inspector.hostguard import HostAllowList, is_loopback
 from consumers.sinks.inspector.metrics import InspectorMetrics, inspector_metrics
 from consumers.sinks.inspector.replay import ReplayLauncher, replay_config_path, replay_targets
 from consumers.sinks.inspector.web import PageServer, build_app
-from webhook_common.config import StrictModel
+from webhook_common.config import ConfigPath, StrictModel
 
 __all__ = ["InspectorConfig", "InspectorSink"]
 
@@ -49,10 +48,9 @@ class InspectorConfig(StrictModel):
     max_body_bytes: int = Field(
         default=256 * 1024, ge=1, le=16 * 1024 * 1024, description="longer bodies are cut"
     )
-    replay_config: Path | None = Field(
+    replay_config: ConfigPath | None = Field(
         default=None,
-        description="config file replays run with (default: the one the consumer runs on); "
-        "relative to that file's directory",
+        description="config file replays run with (default: the one the consumer runs on)",
     )
     replay_timeout_seconds: float = Field(default=120.0, gt=0, le=3600)
     allowed_hosts: list[str] = Field(

@@ -34,17 +34,12 @@ Outcome = Literal["done", "error", "timeout"]
 def replay_config_path(sink: str, configured: Path | None, running: Path | None) -> Path | None:
     """The config file replays run with, absolute; None when there is none to use.
 
-    ``configured`` (the sink's ``replay_config``) wins; a relative one is taken from the
-    directory of ``running`` (the file the consumer runs on), so that the file means the
-    same from any working directory (from the working directory when there is no
-    ``running``). Without ``configured``, ``running`` itself.
+    ``configured`` (the sink's ``replay_config``) wins; without it, ``running`` (the file
+    the consumer runs on). A relative ``replay_config`` written in a config file was
+    already taken from that file's directory when the sink's options were validated
+    (``ConfigPath``); one set in code is taken from the working directory.
     """
-    if configured is None:
-        chosen = running
-    elif running is not None and not configured.is_absolute():
-        chosen = running.parent / configured
-    else:
-        chosen = configured
+    chosen = configured if configured is not None else running
     if chosen is None:
         return None
     resolved = chosen.resolve()

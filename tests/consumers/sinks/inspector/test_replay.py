@@ -37,6 +37,7 @@ from tests.consumers.sinks.inspector.support import (
     token_of,
     write_config,
 )
+from webhook_common.config import validate
 
 FILE_SINKS = {"events_file": {"type": "file", "path": "e.jsonl"}, "page": {"type": "inspector"}}
 CONSUMER_SINKS = {"orders_pg": "postgres", "audit": "log", "page": "inspector"}
@@ -224,29 +225,48 @@ def test_the_replay_file_defaults_to_the_consumers_and_relative_is_from_its_dire
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert replay_config_path("i", None, running) == running
-    assert replay_config_path("i", Path("replay.yaml"), running) == other
     assert replay_config_path("i", other, running) == other
     assert replay_config_path("i", None, None) is None  # replay off: no file to run with
-    # Without the consumer's file (built outside the command line): the working directory.
+    # Written in a config file, a relative replay_config is taken from its directory
+    # when the options are validated (the rule of every path in the config).
+    from_file = validate(
+        InspectorConfig, {"replay_config": "replay.yaml"}, config_dir=running.parent
+    )
+    assert replay_config_path("i", from_file.replay_config, running) == other
+    # Set in code (no file): the working directory.
     write_config(elsewhere / "here.yaml", FILE_SINKS)
     assert replay_config_path("i", Path("here.yaml"), None) == elsewhere / "here.yaml"
-    with pytest.raises(SinkError, match=r"replay_config 'here.yaml' \(.*/conf/here.yaml\)"):
-        replay_config_path("i", Path("here.yaml"), running)
+    missing = validate(InspectorConfig, {"replay_config": "here.yaml"}, config_dir=running.parent)
+    with pytest.raises(SinkError, match=r"replay_config '.*/conf/here.yaml' \(.*/conf/here.yaml\)"):
+        replay_config_path("i", missing.replay_config, running)
 
 
 async def test_a_relative_replay_config_is_taken_from_the_consumers_file_directory(
     tmp_path: Path, fake_python: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from consumers.__main__ import _build
+
     (tmp_path / "conf").mkdir()
-    write_config(tmp_path / "conf" / "main.yaml", FILE_SINKS)
+    sinks: dict[str, dict[str, Any]] = {
+        "audit": {"type": "log"},
+        "page": {"type": "inspector", "port": 0, "replay_config": "replay.yaml"},
+    }
+    write_config(tmp_path / "conf" / "main.yaml", sinks)
     wanted = write_config(tmp_path / "conf" / "replay.yaml", FILE_SINKS)
     write_config(tmp_path / "replay.yaml", FILE_SINKS)  # the working directory's: not it
     monkeypatch.chdir(tmp_path)
-    config = InspectorConfig(port=0, replay_config=Path("replay.yaml"))
     relative = Path("conf") / "main.yaml"  # as given on the command line
-    serving = inspector(config, config_path=relative, sink_types=CONSUMER_SINKS)
-    async with serving as (client, auth, _):
-        done = await client.post("/api/replay", json={"seq": 1, "sink": "audit"}, headers=auth)
+    rt = _build(load_config(relative), config_path=relative)
+    page = rt.sinks["page"]
+    assert isinstance(page, InspectorSink)
+    await page.start()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{page.port}") as client:
+            await page.send(event(1))
+            auth = {TOKEN_HEADER: token_of((await client.get("/")).text)}
+            done = await client.post("/api/replay", json={"seq": 1, "sink": "audit"}, headers=auth)
+    finally:
+        await page.aclose()
     assert done.status_code == 200, done.text
     assert recorded(fake_python)[5:7] == ["--config", str(wanted.resolve())]
 
