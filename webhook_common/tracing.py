@@ -113,11 +113,13 @@ def exporters_from_env(env: Mapping[str, str]) -> list[str]:
         endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
             "OTEL_EXPORTER_OTLP_ENDPOINT"
         )
-        return ["otlp"] if endpoint else []
+        if not endpoint:
+            return []
+        named = ["otlp"]
     unknown = sorted(set(named) - _EXPORTERS)
     if unknown:
         raise ConfigError(
-            f"OTEL_TRACES_EXPORTER={env['OTEL_TRACES_EXPORTER']!r}: {', '.join(unknown)} "
+            f"OTEL_TRACES_EXPORTER={env.get('OTEL_TRACES_EXPORTER')!r}: {', '.join(unknown)} "
             f"not supported: expected otlp, console, a comma-separated list of them, or none"
         )
     if "otlp" in named:
@@ -217,7 +219,7 @@ class Tracing:
             trace_id=int(trace_id, 16),
             span_id=int(span_id, 16),
             is_remote=True,
-            trace_flags=TraceFlags(int(flags, 16) & TraceFlags.SAMPLED),
+            trace_flags=TraceFlags(int(flags, 16)),
             trace_state=state,
         )
 
