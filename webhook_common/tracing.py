@@ -211,17 +211,17 @@ class Tracing:
         """The span context a valid ``traceparent`` names, else None."""
         if not traceparent or not valid_traceparent(traceparent):
             return None
-        from opentelemetry.trace import SpanContext, TraceFlags, TraceState
-
+        api = self._api
         _, trace_id, span_id, flags = traceparent.split("-")
-        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
-        return SpanContext(
+        state = api.TraceState.from_header([tracestate]) if tracestate else api.TraceState()
+        context: SpanContext = api.SpanContext(
             trace_id=int(trace_id, 16),
             span_id=int(span_id, 16),
             is_remote=True,
-            trace_flags=TraceFlags(int(flags, 16)),
+            trace_flags=api.TraceFlags(int(flags, 16)),
             trace_state=state,
         )
+        return context
 
     def start_server_span(
         self, name: str, traceparent: str, tracestate: str, attributes: Mapping[str, Any]
@@ -255,8 +255,17 @@ class Tracing:
             attributes=dict(attributes),
             links=links,
         )
-        with api.use_span(span, end_on_exit=True, record_exception=False):
-            yield span
+        # Not the SDK's exception handling: it would put the exception's message (which
+        # may quote anything) into the span.
+        with api.use_span(span, record_exception=False, set_status_on_exception=False):
+            try:
+                yield span
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__qualname__)
+                self.fail(span, type(exc).__qualname__)
+                raise
+            finally:
+                span.end()
 
     def add_event(self, name: str, attributes: Mapping[str, Any]) -> None:
         """An event on the span current in this task (a delivery's)."""

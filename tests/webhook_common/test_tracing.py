@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from tests.spans import MemoryTracing, hex_ids, memory_tracing, traceparent_of
 from webhook_common import package_version
@@ -206,3 +206,19 @@ def test_consumer_span_of_a_record_without_trace_context_is_a_root(
     (done,) = memory_tracing.spans
     assert done.parent is None
     assert done.links == ()
+
+
+def test_an_exception_out_of_a_consumer_span_is_named_not_quoted(
+    memory_tracing: MemoryTracing,
+) -> None:
+    with (
+        pytest.raises(ValueError, match="s3cret"),
+        memory_tracing.consumer_span("deliver s", TRACEPARENT, "", {}),
+    ):
+        raise ValueError("token s3cret leaked")
+    (done,) = memory_tracing.spans
+    assert done.status.status_code is StatusCode.ERROR
+    assert done.status.description == "ValueError"
+    assert dict(done.attributes or {}) == {"error.type": "ValueError"}
+    assert done.events == ()
+    assert "s3cret" not in repr((done.attributes, done.events, done.status.description))
