@@ -79,10 +79,10 @@ faults: $(STAMP) services-up  ## fault-injection scenarios (~22 min, shipped def
 # dev tools), on the Python of the image (3.11). Hashes of every file of each pinned
 # version are kept, so the lock installs on linux x86_64 and aarch64 alike.
 LOCK_TOOLS := .cache/lock-tools
-lock:  ## regenerate requirements.lock (hash-pinned runtime dependencies the image installs)
+lock:  ## regenerate requirements.lock (hash-pinned runtime dependencies and the otel extra, which the image installs)
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/pip install -q 'pip-tools==7.6.2'
-	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+	$(LOCK_TOOLS)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --extra otel \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 image:  ## build the container image with podman on a Debian-made base (deploy/local/image.sh)

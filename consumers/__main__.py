@@ -27,6 +27,7 @@ from consumers.metrics import ConsumerMetrics
 from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkContext
 from consumers.sinks.kafka import KafkaSink
+from webhook_common import tracing
 from webhook_common.admin import Probe, admin_app
 from webhook_common.cli import add_config_option, exit_status
 from webhook_common.config import KafkaSettings, secret_values
@@ -74,6 +75,10 @@ delivered. Progress goes to stderr; the summary to stdout.
 Exit status: 0 when everything was delivered or skipped, 1 when deliveries failed or
 the replay could not run.
 """
+
+
+# The OpenTelemetry service name unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "webhook-consumers"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -444,7 +449,10 @@ async def _serve(
     await producer.start()
     try:
         await check_topic_sizes(settings, rt.sinks)
-        async with _started(rt, list(rt.sinks)):
+        async with (
+            _started(rt, list(rt.sinks)),
+            tracing.session(SERVICE_NAME) as tracer,
+        ):
             deliverer = Deliverer(
                 rt.sinks,
                 rt.dedup,
@@ -452,6 +460,7 @@ async def _serve(
                 rt.metrics,
                 DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
                 dedup_ttl=cfg.dedup.ttl_for,
+                tracer=tracer,
             )
             engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
@@ -504,7 +513,10 @@ async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             "so events may be delivered again; use the redis store for effectively-once replays"
         )
     # A dry run touches no sink: they are built (config checked) but not started.
-    async with _started(rt, [] if args.dry_run else names):
+    async with (
+        _started(rt, [] if args.dry_run else names),
+        tracing.session(SERVICE_NAME) as tracer,
+    ):
         deliverer = Deliverer(
             rt.sinks,
             rt.dedup,
@@ -514,6 +526,7 @@ async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             dedup_ttl=cfg.dedup.ttl_for,
             # A replay reports what it could not deliver instead of waiting out an outage.
             hold_on_outage=False,
+            tracer=tracer,
         )
         replayer = Replayer(
             settings,

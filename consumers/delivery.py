@@ -36,6 +36,7 @@ from consumers.retry import SinkRetry
 from consumers.sinks import Sink, SinkError
 from webhook_common.contract import IdOrigin, parse_time
 from webhook_common.errors import WebhookGatewayError
+from webhook_common.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Deliverer:
         clock: Callable[[], float] = time.time,
         dedup_ttl: Callable[[str, IdOrigin], int] | None = None,
         hold_on_outage: bool = True,
+        tracer: Tracing | None = None,
     ) -> None:
         self.sinks = sinks
         self.dedup = dedup
@@ -127,6 +129,10 @@ class Deliverer:
         self._durations: dict[str, Histogram] = {}
         self._successes: dict[str, Counter] = {}
         self._end_to_end: dict[str, Histogram] = {}
+        self.tracer = tracer
+        if tracer is not None:
+            # Chosen once here: without tracing a delivery runs exactly as it always did.
+            self.deliver = self._deliver_traced  # type: ignore[method-assign]
 
     async def _persist(
         self, call: InfraCall, op: Callable[[], Awaitable[T]], failed: Exception | None = None
@@ -158,6 +164,33 @@ class Deliverer:
                 continue
             self.healthy = True
             return result
+
+    async def _deliver_traced(
+        self, event: Event, record: SourceRecord, sink_name: str, *, dry_run: bool = False
+    ) -> Outcome:
+        """:meth:`deliver` in a CONSUMER span, child of and linked to the record's trace
+        context; its attempts are events of the span."""
+        tracer = self.tracer
+        assert tracer is not None
+        attributes = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "deliver",
+            "messaging.destination.name": record.topic,
+            "messaging.destination.partition.id": str(record.partition),
+            "messaging.kafka.offset": record.offset,
+            "cloudevents.event_id": event.id,
+            "cloudevents.event_type": event.type,
+            "webhookgw.source": event.source,
+            "webhookgw.sink": sink_name,
+        }
+        name = f"deliver {sink_name}"
+        with tracer.consumer_span(name, event.traceparent, event.tracestate, attributes) as span:
+            outcome = await Deliverer.deliver(self, event, record, sink_name, dry_run=dry_run)
+            span.set_attribute("webhookgw.outcome", outcome.value)
+            if outcome is Outcome.DEAD_LETTERED or outcome is Outcome.FAILED:
+                tracer.fail(span, outcome.value)
+            return outcome
 
     async def deliver(
         self, event: Event, record: SourceRecord, sink_name: str, *, dry_run: bool = False
@@ -215,6 +248,16 @@ class Deliverer:
                     AttemptOutcome.RETRIABLE_ERROR if retriable else AttemptOutcome.PERMANENT_ERROR
                 )
                 m.deliveries.labels(sink_name, failure).inc()
+                if self.tracer is not None:
+                    # The type only: a message may quote what a span must not hold.
+                    self.tracer.add_event(
+                        "attempt failed",
+                        {
+                            "webhookgw.attempt": attempts,
+                            "error.type": type(exc).__qualname__,
+                            "webhookgw.retriable": retriable,
+                        },
+                    )
                 if retriable:
                     circuit.failure()
                     if failing_since is None:
@@ -250,6 +293,8 @@ class Deliverer:
                         _describe(exc),
                     )
                     m.held.labels(sink_name).inc()
+                    if self.tracer is not None:
+                        self.tracer.add_event("held behind open circuit", {})
                     circuit.trip()
                     attempts = 0
                     failing_since = None
@@ -283,6 +328,8 @@ class Deliverer:
                     sink_name, AttemptOutcome.SUCCESS
                 )
             success.inc()
+            if self.tracer is not None:
+                self.tracer.add_event("delivered", {"webhookgw.attempt": attempts})
             self._observe_latency(event, sink_name)
             try:
                 await dedup.mark(event.id, sink_name, ttl)

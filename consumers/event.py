@@ -19,6 +19,8 @@ from webhook_common.contract import (
     H_SOURCE,
     H_SUBJECT,
     H_TIME,
+    H_TRACEPARENT,
+    H_TRACESTATE,
     H_TYPE,
     EventMeta,
     IdOrigin,
@@ -58,6 +60,10 @@ class Event:
     # the provider's own delivery id, that id.
     id_origin: IdOrigin = IdOrigin.PROVIDER
     provider_id: str = ""
+    # The W3C trace context the gateway wrote (``ce_traceparent``, ``ce_tracestate``),
+    # as read: webhook_common.tracing checks it before using it.
+    traceparent: str = ""
+    tracestate: str = ""
     _parsed: Any = field(default=_UNPARSED, repr=False, compare=False)
 
     @classmethod
@@ -91,6 +97,8 @@ class Event:
             query=values.get(H_QUERY, ""),
             id_origin=parse_id_origin(values.get(H_ID_ORIGIN)),
             provider_id=values.get(H_PROVIDER_ID, ""),
+            traceparent=values.get(H_TRACEPARENT, ""),
+            tracestate=values.get(H_TRACESTATE, ""),
         )
 
     def json(self) -> Any:
@@ -120,4 +128,6 @@ class Event:
             http_headers=dict(self.headers),
             id_origin=self.id_origin,
             provider_id=self.provider_id,
+            traceparent=self.traceparent,
+            tracestate=self.tracestate,
         )

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_address
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -47,7 +47,7 @@ from gateway.producer import ProduceError, Record, RecordProducer
 from gateway.sources import Source
 from gateway.spool import Spool
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
-from webhook_common import problem
+from webhook_common import problem, tracing
 from webhook_common.contract import (
     DEFAULT_CONTENT_TYPE,
     H_CONTENT_TYPE,
@@ -60,6 +60,9 @@ from webhook_common.contract import (
     IdOrigin,
     format_time,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +249,7 @@ class Ingress:
         state: IngressState | None = None,
         clock: Callable[[], float] = time.time,
         spool: Spool | None = None,
+        tracer: tracing.Tracing | None = None,
     ) -> None:
         self.sources = list(sources)
         self.by_path = {s.path: s for s in self.sources}
@@ -255,6 +259,7 @@ class Ingress:
         self.settings = settings
         self.state = state or IngressState()
         self.clock = clock
+        self.tracer = tracer
         self._trusted: tuple[Network, ...] = tuple(settings.trusted_proxies)
         self._ack_timeout = settings.producer.ack_timeout_seconds
         self._max_in_flight = settings.max_in_flight
@@ -291,10 +296,40 @@ class Ingress:
             )
         child.inc()
 
+    def _start_span(
+        self, tracer: tracing.Tracing, source: Source, segment: str | None, scope: Scope
+    ) -> Span:
+        """The request's SERVER span (tracing on): child of its ``traceparent`` if valid."""
+        traceparent = tracestate = ""
+        for name, value in scope["headers"]:
+            if name == b"traceparent" and not traceparent:
+                traceparent = value.decode("latin-1")
+            elif name == b"tracestate" and not tracestate:
+                tracestate = value.decode("latin-1")
+        traceparent, tracestate = tracing.incoming(traceparent, tracestate)
+        method: str = scope["method"]
+        route = source.path if segment is None else source.path + "/{event_type}"
+        return tracer.start_server_span(
+            f"{method} {route}",
+            traceparent,
+            tracestate,
+            {
+                "http.request.method": method,
+                "http.route": route,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+                "webhookgw.source": source.name,
+                "messaging.system": "kafka",
+                "messaging.destination.name": source.topic,
+            },
+        )
+
     async def handle(
         self, source: Source, segment: str | None, scope: Scope, receive: Receive, send: Send
     ) -> None:
         started = time.perf_counter()
+        tracer = self.tracer
+        span = None if tracer is None else self._start_span(tracer, source, segment, scope)
         state = self.state
         if state.in_flight >= self._max_in_flight:
             self.metrics.produce_failures.labels(source.name, "overloaded").inc()
@@ -306,26 +341,38 @@ class Ingress:
                 scope["path"],
             )
             self.count(source.name, 503)
+            if span is not None:
+                _end_span(span, 503)
             return
         state.in_flight += 1
         status = 500
+        error_type = ""
         try:
-            status = await self._handle(source, segment, scope, receive, send)
-        except Exception:
+            status = await self._handle(source, segment, scope, receive, send, span)
+        except Exception as exc:
             # A bug, not a client error; the answer still follows the contract.
             log.exception("unexpected error handling a webhook", extra={"source": source.name})
+            error_type = type(exc).__qualname__
             await problem.send_problem(send, problem.INTERNAL_ERROR, scope["path"])
         finally:
             state.in_flight -= 1
             self.count(source.name, status)
             self._duration[source.name].observe(time.perf_counter() - started)
+            if span is not None:
+                _end_span(span, status, error_type)
 
     async def _fail(self, send: Send, scope: Scope, p: problem.Problem) -> int:
         await problem.send_problem(send, p, scope["path"])
         return p.status
 
     async def _handle(
-        self, source: Source, segment: str | None, scope: Scope, receive: Receive, send: Send
+        self,
+        source: Source,
+        segment: str | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        span: Span | None = None,
     ) -> int:
         received_at = self.clock()
         if segment is not None and not extract.plain_segment(segment):
@@ -447,6 +494,20 @@ class Ingress:
         else:
             self.metrics.key_fallback.labels(source.name).inc()
             entity_id = event_id
+        if span is not None:
+            # The record carries the gateway's span, so consumers' spans join its trace.
+            context = span.get_span_context()
+            traceparent = tracing.format_traceparent(context)
+            tracestate = context.trace_state.to_header()
+            span.set_attribute("cloudevents.event_id", event_id)
+            span.set_attribute("cloudevents.event_type", event_type.value)
+        elif (incoming := headers.get(tracing.TRACEPARENT_HEADER)) is not None:
+            # Tracing off: the sender's own trace context is carried on as it came.
+            traceparent, tracestate = tracing.incoming(
+                incoming, headers.get(tracing.TRACESTATE_HEADER)
+            )
+        else:
+            traceparent = tracestate = ""
         meta = EventMeta(
             id=event_id,
             source=source.name,
@@ -459,6 +520,8 @@ class Ingress:
             http_headers={h: headers[h] for h in source.forward_headers if h in headers},
             id_origin=id_origin,
             provider_id=provider_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
 
         key = entity_id.encode()
@@ -539,6 +602,17 @@ class Ingress:
         except ValueError:
             return False
         return any(peer in net for net in self._trusted)
+
+
+def _end_span(span: Span, status: int, error_type: str = "") -> None:
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        # Server spans are errors for 5xx only (OpenTelemetry HTTP conventions).
+        from opentelemetry.trace import StatusCode
+
+        span.set_attribute("error.type", error_type or str(status))
+        span.set_status(StatusCode.ERROR)
+    span.end()
 
 
 class GatewayApp:

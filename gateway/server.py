@@ -42,6 +42,7 @@ from gateway.openapi import docs_routes
 from gateway.producer import KafkaProducer, RecordProducer, is_outage
 from gateway.sources import Source
 from gateway.spool import Spool, SpoolOpenError, enqueue_via_send, worker_dirs
+from webhook_common import tracing
 from webhook_common.admin import Probe, admin_app
 from webhook_common.errors import StartupError
 from webhook_common.kafkaauth import check_access, connect
@@ -50,6 +51,9 @@ from webhook_common.runtime import server_heap
 from webhook_common.server import Server, bind, make_server
 
 log = logging.getLogger(__name__)
+
+# The OpenTelemetry service name unless OTEL_SERVICE_NAME says otherwise.
+SERVICE_NAME = "webhook-gateway"
 
 
 # Allocations (net of frees) between two young-generation collections. At the default
@@ -214,7 +218,9 @@ async def serve(
                     connect(cfg.kafka, kafka_producer.start, "gateway producer")
                 )
         spool: Spool | None = None
+        tracer: tracing.Tracing | None = None
         try:
+            tracer = tracing.from_env(SERVICE_NAME)
             if settings.spool.enabled:
                 ack_timeout = settings.producer.ack_timeout_seconds
                 enqueue = (
@@ -239,7 +245,9 @@ async def serve(
                 except SpoolOpenError as exc:
                     raise StartupError(str(exc)) from None
                 spool.start()
-            ingress = Ingress(sources, producer, metrics, settings, state, spool=spool)
+            ingress = Ingress(
+                sources, producer, metrics, settings, state, spool=spool, tracer=tracer
+            )
             await _run(
                 ingress,
                 create_admin_app(
@@ -262,6 +270,8 @@ async def serve(
                 await spool.stop(drain_within=0)
             if kafka_producer is not None:
                 await kafka_producer.stop()
+            if tracer is not None:
+                await tracer.aclose()
 
 
 async def _run(

@@ -31,6 +31,10 @@ accepted webhook:
                       distinct events, so consumers keep these marks briefly).
                       Absent in older records: treat as ``provider``.
   ``ce_providerid``   the provider's own delivery id when ``ce_id`` is not it
+  ``ce_traceparent``  W3C ``traceparent`` of the gateway's span for the request,
+                      else the request's own valid ``traceparent``; absent when
+                      neither (CloudEvents distributed tracing extension)
+  ``ce_tracestate``   W3C ``tracestate`` going with it; absent when empty
   ``http-header-*``   allow-listed provider request headers, lower-cased names
   ==================  ==========================================================
 
@@ -62,6 +66,8 @@ H_METHOD = "ce_httpmethod"
 H_QUERY = "ce_httpquery"
 H_ID_ORIGIN = "ce_idorigin"
 H_PROVIDER_ID = "ce_providerid"
+H_TRACEPARENT = "ce_traceparent"
+H_TRACESTATE = "ce_tracestate"
 HTTP_HEADER_PREFIX = "http-header-"
 
 DEFAULT_CONTENT_TYPE = "application/json"
@@ -92,6 +98,8 @@ class EventMeta:
     http_headers: Mapping[str, str] = field(default_factory=dict)
     id_origin: IdOrigin = IdOrigin.PROVIDER
     provider_id: str = ""
+    traceparent: str = ""
+    tracestate: str = ""
 
     def to_headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers in the order the contract lists them."""
@@ -109,6 +117,10 @@ class EventMeta:
         ]
         if self.provider_id:
             headers.append((H_PROVIDER_ID, self.provider_id.encode()))
+        if self.traceparent:
+            headers.append((H_TRACEPARENT, self.traceparent.encode()))
+            if self.tracestate:
+                headers.append((H_TRACESTATE, self.tracestate.encode()))
         for name, value in self.http_headers.items():
             headers.append((HTTP_HEADER_PREFIX + name.lower(), value.encode()))
         return headers
@@ -129,6 +141,8 @@ class EventMeta:
             http_headers=http_headers,
             id_origin=parse_id_origin(values.get(H_ID_ORIGIN)),
             provider_id=values.get(H_PROVIDER_ID, ""),
+            traceparent=values.get(H_TRACEPARENT, ""),
+            tracestate=values.get(H_TRACESTATE, ""),
         )
 
 

@@ -3,7 +3,8 @@
 The request carries the body byte for byte, its original ``Content-Type``, the original
 request headers named in ``forward_headers``, static ``headers`` (e.g. an
 ``Authorization`` token), CloudEvents HTTP binary-mode headers (``ce-id``,
-``ce-source``, ``ce-type``, ``ce-time``, ``ce-subject``) unless turned off, an
+``ce-source``, ``ce-type``, ``ce-time``, ``ce-subject``, and the W3C ``traceparent`` /
+``tracestate`` of the delivery's span, else the record's) unless turned off, an
 ``Idempotency-Key`` naming the event, and, optionally, a fresh signature so the target
 can verify it came from this gateway:
 
@@ -59,6 +60,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, ValidationInfo, field_validat
 
 from consumers.event import Event
 from consumers.sinks import SinkContext, SinkError
+from webhook_common import tracing
 from webhook_common.config import ConfigPath, StrictModel
 
 # Set by the HTTP client from the request itself; forwarding them would corrupt it.
@@ -277,6 +279,15 @@ class HttpSink:
                     "ce-subject": event.key,
                 }
             )
+            # W3C trace context (the CloudEvents distributed tracing extension in HTTP):
+            # the delivery's span when tracing is on, else the record's own context.
+            trace_context = tracing.current_trace_headers() or tracing.incoming(
+                event.traceparent, event.tracestate
+            )
+            if trace_context[0]:
+                headers[tracing.TRACEPARENT_HEADER] = trace_context[0]
+                if trace_context[1]:
+                    headers[tracing.TRACESTATE_HEADER] = trace_context[1]
         key = idempotency_key(event.id)
         if key is not None:
             # Ours wins over a forwarded or static one: it must name this event.

@@ -34,9 +34,11 @@ def pins() -> dict[str, tuple[Version, list[str]]]:
 
 
 def project() -> tuple[list[str], list[str]]:
-    """([project] dependencies, the dev extra), as written."""
+    """(what the image installs: [project] dependencies and the otel extra, so tracing
+    is one OTEL_* variable away; the dev extra), as written."""
     data = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return list(data["dependencies"]), list(data["optional-dependencies"]["dev"])
+    extras = data["optional-dependencies"]
+    return [*data["dependencies"], *extras["otel"]], list(extras["dev"])
 
 
 def test_every_runtime_dependency_is_pinned_within_its_specifier() -> None:

@@ -27,6 +27,7 @@ from gateway.sources import Source, build_sources
 from gateway.verifiers import VerificationError, Verified, WebhookRequest
 from gateway.verifiers.registry import VerifierRegistry
 from webhook_common.config import StrictModel
+from webhook_common.tracing import Tracing
 
 SIG_HEADER = "x-test-signature"
 
@@ -139,12 +140,15 @@ def build(
     sources: list[dict[str, Any]],
     gateway: dict[str, Any] | None = None,
     producer: FakeProducer | None = None,
+    tracer: Tracing | None = None,
 ) -> tuple[GatewayApp, Ingress, FakeProducer, CollectorRegistry]:
     cfg = config(sources, gateway)
     built: list[Source] = build_sources(cfg, VerifierRegistry(TEST_VERIFIERS))
     producer = producer or FakeProducer()
     registry = CollectorRegistry()
-    ingress = Ingress(built, producer, IngressMetrics(registry), cfg.gateway, IngressState())
+    ingress = Ingress(
+        built, producer, IngressMetrics(registry), cfg.gateway, IngressState(), tracer=tracer
+    )
     return create_app(ingress), ingress, producer, registry
 
 

@@ -201,3 +201,20 @@ async def test_the_image_runs_gateway_and_consumer_read_only_as_non_root(
         logs = await asyncio.to_thread(consumer.logs)
         raise AssertionError(f"{exc}\n{logs}") from None
     assert events.stat().st_uid == uid
+
+
+def test_the_image_carries_the_locked_tracing_extra(image: str) -> None:
+    """Tracing is one OTEL_* variable away in the image: the SDK and the OTLP/HTTP
+    exporter are installed, at the versions of requirements.lock."""
+    probe = _script(
+        "run", "--no-healthcheck", "--", "python", "-c",
+        "from importlib.metadata import version as v; import opentelemetry.sdk.trace, "
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter; "
+        "print(v('opentelemetry-sdk'), v('opentelemetry-exporter-otlp-proto-http'))",
+        timeout=120,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    locked = (ROOT / "requirements.lock").read_text()
+    sdk, exporter = probe.stdout.split()[-2:]
+    assert f"opentelemetry-sdk=={sdk} " in locked
+    assert f"opentelemetry-exporter-otlp-proto-http=={exporter} " in locked
