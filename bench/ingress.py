@@ -24,6 +24,7 @@ from bench import flame, kafka, wrk
 from bench.payload import PUBLIC_URL, SECRET, WEBHOOK_PATH, Mode, signed_requests
 from bench.payload import write_wrk_requests as write_requests
 from bench.procs import (
+    REPO,
     BenchError,
     Process,
     find_pid,
@@ -128,9 +129,29 @@ class IngressResults:
         }
 
 
-def gateway_config(path: Path, bootstrap: str, topic: str, mode: Mode, partitions: int) -> Path:
-    """The shared YAML file as a user writes it, with one Crystallize source."""
-    doc = {
+QUICKSTART = REPO / "deploy" / "config" / "quickstart.yaml"
+
+
+def shipped_gateway_section() -> dict[str, Any]:
+    """The quick start's ``gateway:`` section, as shipped (its producer settings, bounds
+    and timeouts), so ``gateway-quickstart`` measures what a new user runs."""
+    section = dict(yaml.safe_load(QUICKSTART.read_text())["gateway"])
+    section["log_format"] = "text"
+    section["log_level"] = "WARNING"
+    return section
+
+
+def gateway_config(
+    path: Path,
+    bootstrap: str,
+    topic: str,
+    mode: Mode,
+    partitions: int,
+    gateway: dict[str, Any] | None = None,
+) -> Path:
+    """The shared YAML file as a user writes it, with one Crystallize source;
+    ``gateway``: a ``gateway:`` section (none: every default)."""
+    doc: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
         "topics": [{"name": topic, "partitions": partitions, "replication_factor": 1}],
         "sources": [
@@ -144,6 +165,8 @@ def gateway_config(path: Path, bootstrap: str, topic: str, mode: Mode, partition
             }
         ],
     }
+    if gateway is not None:
+        doc["gateway"] = gateway
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -383,6 +406,14 @@ def _run(
         )
         for mode in ("hmac", "jwt")
     }
+    quickstart = gateway_config(
+        workdir / "gateway-quickstart.yaml",
+        bootstrap,
+        topic,
+        "hmac",
+        plan.partitions,
+        shipped_gateway_section(),
+    )
     ports = {"naive": free_port()}
     naive_env = {"BENCH_KAFKA_BOOTSTRAP": bootstrap, "BENCH_TOPIC": topic, "BENCH_SECRET": SECRET}
     targets = [
@@ -402,6 +433,7 @@ def _run(
             gateway_target(workdir, f"gateway-{mode}", configs[mode], files[mode])
             for mode in ("hmac", "jwt")
         ),
+        gateway_target(workdir, "gateway-quickstart", quickstart, files["hmac"]),
     ]
     with running(targets, results.errors) as targets:
         _log(f"ingress: warm-up {plan.warmup:g} s per target")
@@ -418,7 +450,7 @@ def _run(
                         f"rejected {sample.rejected}"
                     )
         for t in targets:
-            if plan.profile_seconds > 0 and t.name.startswith("gateway-"):
+            if plan.profile_seconds > 0 and t.name in ("gateway-hmac", "gateway-jwt"):
                 _log(f"profiling {t.name} with py-spy")
                 try:
                     results.profile[t.name] = profile(t, plan, workdir, docs_dir)
