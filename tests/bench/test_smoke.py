@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TARGETS = {"ceiling", "naive", "gateway-hmac", "gateway-jwt"}
+TARGETS = {"ceiling", "naive", "gateway-hmac", "gateway-jwt", "gateway-quickstart"}
 CASES = {
     "dedup memory + file sink",
     "dedup redis + file sink",
