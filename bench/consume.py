@@ -39,7 +39,7 @@ class ConsumerPlan:
     serial_events: int  # records for the slow sink one at a time
     slow_keys: int
     slow_delay_ms: float
-    e2e_rate: float
+    e2e_rates: tuple[float, ...]  # open-loop rates of the end-to-end runs, one each
     e2e_seconds: float
     redis_url: str
     timeout: float = 300.0
@@ -79,7 +79,7 @@ class ConsumerResults:
     throughput: list[Throughput] = field(default_factory=list)
     slow_order_ok: bool | None = None
     slow_order_detail: str = ""
-    end_to_end: EndToEnd | None = None
+    end_to_end: list[EndToEnd] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
     dedup_memory: DedupMemory | None = None
     errors: list[str] = field(default_factory=list)
@@ -89,7 +89,7 @@ class ConsumerResults:
             "throughput": [asdict(t) for t in self.throughput],
             "slow_order_ok": self.slow_order_ok,
             "slow_order_detail": self.slow_order_detail,
-            "end_to_end": asdict(self.end_to_end) if self.end_to_end else None,
+            "end_to_end": [asdict(e) for e in self.end_to_end],
             "profile": self.profile,
             "dedup_memory": asdict(self.dedup_memory) if self.dedup_memory else None,
             "errors": self.errors,
@@ -399,8 +399,18 @@ def _pct(values: Sequence[float], q: float) -> float:
 def _end_to_end(
     plan: ConsumerPlan, workdir: Path, bootstrap: str, topics: list[str], results: ConsumerResults
 ) -> None:
+    for rate in plan.e2e_rates:
+        results.end_to_end.append(_end_to_end_at(rate, plan, workdir, bootstrap, topics))
+
+
+def _end_to_end_at(
+    rate: float, plan: ConsumerPlan, workdir: Path, bootstrap: str, topics: list[str]
+) -> EndToEnd:
+    """One gateway and one consumer process, fresh, on a fresh topic, at ``rate``."""
     topic = _new_topic(bootstrap, "e2e", 6, topics)
-    count = int(plan.e2e_rate * plan.e2e_seconds)
+    workdir = workdir / f"e2e-{rate:g}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    count = int(rate * plan.e2e_seconds)
     warm = 200
     requests = signed_requests("hmac", count + warm, salt=topic)
     warm_file = write_wrk_requests(workdir / "e2e-warm.txt", requests[:warm])
@@ -424,13 +434,13 @@ def _end_to_end(
         _loadgen(
             gateway.url,
             warm_file,
-            min(plan.e2e_rate, 500),
-            warm / min(plan.e2e_rate, 500),
+            min(rate, 500),
+            warm / min(rate, 500),
             workdir / "e2e-warm.jsonl",
         )
         _wait(lambda: len(tail.seen) >= warm, 60, "the consumer to deliver the warm-up")
         outcomes = _loadgen(
-            gateway.url, load_file, plan.e2e_rate, plan.e2e_seconds, workdir / "e2e-load.jsonl"
+            gateway.url, load_file, rate, plan.e2e_seconds, workdir / "e2e-load.jsonl"
         )
         accepted = [o for o in outcomes if o["status"] == 202]
         ids = {o["id"] for o in accepted}
@@ -446,8 +456,8 @@ def _end_to_end(
         from_ack.append((arrival - o["ack"]) * 1000)
         from_receive.append((arrival - parse_time(ce_time).timestamp()) * 1000)
     ingress = [(o["ack"] - o["due"]) * 1000 for o in accepted]
-    results.end_to_end = EndToEnd(
-        rate=plan.e2e_rate,
+    e = EndToEnd(
+        rate=rate,
         seconds=plan.e2e_seconds,
         sent=len(outcomes),
         accepted=len(accepted),
@@ -460,7 +470,8 @@ def _end_to_end(
         from_receive_p99_ms=_pct(from_receive, 99),
         max_ms=max(from_receive),
     )
-    _log(f"end to end: p99 {results.end_to_end.from_receive_p99_ms:.1f} ms from receipt")
+    _log(f"end to end at {rate:g}/s: p99 {e.from_receive_p99_ms:.1f} ms from receipt")
+    return e
 
 
 def _wait(condition: Any, timeout: float, what: str) -> None:

@@ -86,6 +86,10 @@ class Sample:
     kafka_ms: float | None = None
     # The local broker's CPU over the same interval, per 1k accepted (it shares the cores).
     broker_cpu_s_per_1k: float | None = None
+    # The target's resident memory (all its processes) right after the load, and the
+    # sum of their peaks so far, MiB.
+    rss_mib: float = 0.0
+    peak_rss_mib: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class Summary:
     server_ms: float | None = None
     kafka_ms: float | None = None
     broker_cpu_s_per_1k: float | None = None
+    peak_rss_mib: float = 0.0  # the highest over rounds
 
 
 @dataclass
@@ -297,6 +302,7 @@ def measure(target: Target, connections: int, duration: float, round_: int) -> S
     result = wrk.run(target.url, target.requests_file, connections=connections, duration=duration)
     cpu = target.process.cpu_seconds() - cpu_before
     broker_cpu = tree_cpu_seconds(broker) - broker_before if broker else None
+    rss, peak_rss = target.process.rss_bytes()
     timings_after = gateway_timings(target.admin_ports)
     accepted = result.accepted
     return Sample(
@@ -316,6 +322,8 @@ def measure(target: Target, connections: int, duration: float, round_: int) -> S
         server_ms=_mean_ms(timings, timings_after, "server"),
         kafka_ms=_mean_ms(timings, timings_after, "kafka"),
         broker_cpu_s_per_1k=broker_cpu / accepted * 1000 if broker_cpu and accepted else None,
+        rss_mib=rss / 2**20,
+        peak_rss_mib=peak_rss / 2**20,
     )
 
 
@@ -339,6 +347,7 @@ def summarise(samples: Sequence[Sample]) -> list[Summary]:
                 server_ms=_median_or_none([s.server_ms for s in group]),
                 kafka_ms=_median_or_none([s.kafka_ms for s in group]),
                 broker_cpu_s_per_1k=_median_or_none([s.broker_cpu_s_per_1k for s in group]),
+                peak_rss_mib=max(s.peak_rss_mib for s in group),
             )
         )
     return out

@@ -65,8 +65,8 @@ def _stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) used so far by ``root`` and all its descendants."""
+def _tree(root: int) -> dict[int, float]:
+    """CPU seconds of ``root`` and each of its descendants, by pid."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -74,15 +74,39 @@ def tree_cpu_seconds(root: int) -> float:
             info = _stat(int(entry))
             if info is not None:
                 parents[int(entry)], cpu[int(entry)] = info
-    total = 0.0
+    out = {}
     for pid, seconds in cpu.items():
         node = pid
         while node > 1:
             if node == root:
-                total += seconds
+                out[pid] = seconds
                 break
             node = parents.get(node, 0)
-    return total
+    return out
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by ``root`` and all its descendants."""
+    return sum(_tree(root).values())
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def tree_rss_bytes(root: int) -> tuple[int, int]:
+    """(resident now, sum of each process's peak resident) of ``root`` and its
+    descendants, in bytes: what a pod's memory limit must hold."""
+    pids = list(_tree(root))
+    now = sum(_status_kib(pid, "VmRSS") for pid in pids)
+    peak = sum(_status_kib(pid, "VmHWM") for pid in pids)
+    return now * 1024, peak * 1024
 
 
 def find_pid(needle: str) -> int | None:
@@ -149,6 +173,9 @@ class Process:
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> tuple[int, int]:
+        return tree_rss_bytes(self.pid)
 
     def log_tail(self, lines: int = 20) -> str:
         try:

@@ -133,6 +133,7 @@ def ingress_tables(r: IngressResults) -> list[str]:
                     _f(s.server_ms, 2) if s.server_ms is not None else "-",
                     _f(s.kafka_ms, 2) if s.kafka_ms is not None else "-",
                     _f(s.broker_cpu_s_per_1k, 3) if s.broker_cpu_s_per_1k is not None else "-",
+                    _f(s.peak_rss_mib, 0) if s.peak_rss_mib else "-",
                     _f(ratio(s.accepted_per_s, ceiling.accepted_per_s), 2) if ceiling else "-",
                     _f(ratio(s.accepted_per_s, naive.accepted_per_s), 2) if naive else "-",
                 ]
@@ -151,6 +152,7 @@ def ingress_tables(r: IngressResults) -> list[str]:
             "handler ms",
             "Kafka wait ms",
             "broker CPU s / 1k",
+            "peak RSS MiB",
             "x ceiling",
             "x naive",
         ],
@@ -163,7 +165,8 @@ def ingress_tables(r: IngressResults) -> list[str]:
         "response read; CPU: server process (and children) user+system seconds per 1,000 "
         "accepted; handler / Kafka wait: the gateway's own histograms, mean per request, "
         "of the whole handler and of awaiting the Kafka acknowledgement; broker CPU: the "
-        "local Kafka broker's CPU seconds over the same interval per 1,000 accepted.",
+        "local Kafka broker's CPU seconds over the same interval per 1,000 accepted; peak RSS: "
+        "the sum of the target's processes' resident-memory peaks (VmHWM), highest over rounds.",
     ]
     if r.workers or r.workers_note:
         lines += ["", "### Gateway (HMAC) throughput vs `--workers`", ""]
@@ -251,8 +254,7 @@ def consumer_tables(r: ConsumerResults) -> list[str]:
                 ["baseline: OrderedDict[(id, sink)] → expiry", _f(m.baseline_bytes_per_id), "1.00"],
             ],
         )
-    e = r.end_to_end
-    if e:
+    for e in r.end_to_end:
         lines += ["", f"### End to end at {_f(e.rate)} events/s for {_f(e.seconds)} s", ""]
         lines += _table(
             ["measure", "p50 ms", "p99 ms"],
@@ -310,6 +312,20 @@ def goals(ing: IngressResults | None, con: ConsumerResults | None) -> list[list[
             rows.append(
                 [f"{name} p99 ≤ 10 ms (c={c})", f"{g.p99_ms:.1f} ms", verdict(g.p99_ms <= 10)]
             )
+        for name in GATEWAYS:
+            widest = max(
+                (s for s in ing.summaries if s.target == name and s.peak_rss_mib),
+                key=lambda s: s.connections,
+                default=None,
+            )
+            if widest is not None and name == "gateway-hmac":
+                rows.append(
+                    [
+                        f"{name} peak RSS ≤ 150 MiB (c={widest.connections})",
+                        f"{widest.peak_rss_mib:.0f} MiB",
+                        verdict(widest.peak_rss_mib <= 150),
+                    ]
+                )
     if ing and ing.workers:
         # The same goals for the best --workers count of the sweep, against the ceiling
         # with as many workers (the naive app runs as one process: not a like-for-like
@@ -369,8 +385,7 @@ def goals(ing: IngressResults | None, con: ConsumerResults | None) -> list[list[
                     verdict(m.bytes_per_id <= 120),
                 ]
             )
-        if con.end_to_end:
-            e = con.end_to_end
+        for e in con.end_to_end:
             rows.append(
                 [
                     f"end-to-end p99 ≤ {E2E_P99_MS.get(e.rate, 50):g} ms at {e.rate:,.0f}/s",

@@ -461,6 +461,7 @@ async def _serve(
                 DeadLetterWriter(producer, cfg.dlq_topic, group, Redactor(rt.secrets)),
                 dedup_ttl=cfg.dedup.ttl_for,
                 tracer=tracer,
+                max_batch=cfg.concurrency.max_batch,
             )
             engine = Engine(cfg, settings.kafka, rt.sinks, deliverer, rt.metrics, group=group)
             loop = asyncio.get_running_loop()
@@ -527,6 +528,7 @@ async def _replay(args: argparse.Namespace, settings: ConsumerConfig) -> int:
             # A replay reports what it could not deliver instead of waiting out an outage.
             hold_on_outage=False,
             tracer=tracer,
+            max_batch=cfg.concurrency.max_batch,
         )
         replayer = Replayer(
             settings,

@@ -202,6 +202,10 @@ class ConcurrencyConfig(StrictModel):
     per_partition: int = Field(default=2_000, ge=1)
     # Keys delivered concurrently (each key is sequential, in offset order).
     max_parallel: int = Field(default=100, ge=1)
+    # Most events of different keys handed to a sink in one `send_batch` call (sinks that
+    # have one: file, kafka, postgres). Deliveries ready at the same moment share a call;
+    # an idle consumer waits for nothing. 1: every event is sent on its own.
+    max_batch: int = Field(default=500, ge=1, le=10_000)
 
 
 # The largest record the gateway writes with the default sources[].body_limit (1 MiB):

@@ -8,8 +8,8 @@ re-delivers (at least once) and never drops. Two stores:
   window. Right for one consumer process; marks vanish on restart.
 * ``redis`` — shared by the group and restarts. Marks are ``SET key 1 NX EX ttl``;
   checks are one ``MGET`` (split by slot on a Redis Cluster). Concurrent callers are
-  gathered into one pipeline per round trip (see :class:`_Batcher`), never one round
-  trip per event. One server, a cluster or Sentinel: :mod:`consumers.redisconn`.
+  gathered into one pipeline per round trip (:class:`~consumers.batching.Batcher`),
+  never one round trip per event. One server, a cluster or Sentinel: :mod:`consumers.redisconn`.
 
 When Redis fails the store raises :class:`DedupUnavailable` (retriable): the engine
 backs off and tries again instead of delivering unchecked, so an outage of Redis
@@ -18,7 +18,6 @@ stalls delivery (fetching pauses at the in-flight bound) rather than duplicating
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import heapq
 import logging
@@ -27,10 +26,11 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import SecretStr
 
+from consumers.batching import Batcher
 from consumers.config import DedupConfig
 from webhook_common.errors import ConfigError, WebhookGatewayError
 
@@ -143,45 +143,6 @@ class MemoryDedupStore:
         self._due.clear()
 
 
-class _Batcher(Generic[T, R]):
-    """Gathers concurrent single calls into batch calls.
-
-    The first caller starts a flush on the next loop iteration; everything submitted
-    until then (and while a flush is on the wire) goes into the next batch. No timer:
-    an idle consumer pays no added latency, a busy one gets large batches.
-    """
-
-    def __init__(self, run: Callable[[list[T]], Awaitable[list[R]]], max_batch: int) -> None:
-        self._run = run
-        self._max = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> R:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush())
-        return await fut
-
-    async def _flush(self) -> None:
-        await asyncio.sleep(0)  # let callers scheduled in this iteration join the batch
-        while self._pending:
-            batch, self._pending = self._pending[: self._max], self._pending[self._max :]
-            try:
-                results = await self._run([item for item, _ in batch])
-            except BaseException as exc:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-
-
 class RedisDedupStore:
     """Marks in Redis, shared by every consumer of the group."""
 
@@ -204,8 +165,8 @@ class RedisDedupStore:
         # each slot's node in parallel (still one round trip of wall time per batch).
         self._cluster = cluster
         self._url_key = url_key
-        self._checks: _Batcher[Pair, bool] = _Batcher(self._check_many, batch_size)
-        self._marks: _Batcher[tuple[str, str, int], None] = _Batcher(self._mark_many, batch_size)
+        self._checks: Batcher[Pair, bool] = Batcher(self._check_many, batch_size)
+        self._marks: Batcher[tuple[str, str, int], None] = Batcher(self._mark_many, batch_size)
         # Round trips made, for tests and the batching metric.
         self.round_trips = 0
 
@@ -329,11 +290,16 @@ def _tls_refusal(exc: BaseException) -> str | None:
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLError):
-            return getattr(seen, "verify_message", None) or seen.reason or type(seen).__name__
+            return (
+                getattr(seen, "verify_message", None)
+                or getattr(seen, "reason", None)
+                or type(seen).__name__
+            )
         seen = seen.__cause__ or seen.__context__
     text = str(exc)
-    # redis-py reports some handshake failures as text only.
-    for marker in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT", "SSLV3_ALERT", "certificate"):
+    # redis-py reports some handshake failures as text only: OpenSSL's own reason codes,
+    # never a word that an unrelated error message could contain.
+    for marker in ("CERTIFICATE_VERIFY_FAILED", "TLSV1_ALERT", "TLSV13_ALERT", "SSLV3_ALERT"):
         if marker in text:
             return marker
     return None

@@ -1,6 +1,11 @@
 """Delivering one event to one sink: dedup check, attempts with backoff, mark, DLQ.
 
-Used by the engine for live traffic and by ``replay``. Only cancellation escapes
+Used by the engine for live traffic and by ``replay``. A sink with ``send_batch`` gets
+the first attempts of deliveries that are ready at the same moment (different keys: one
+key has one delivery at a time) in one call (:class:`~consumers.batching.Batcher`); each
+delivery still waits for its own outcome, and marks its own dedup entry only after the
+call succeeded. When the batch fails, each of its events is sent again on its own, so
+the failure of one event is that event's outcome, not its neighbours'. Only cancellation escapes
 :meth:`Deliverer.deliver`: sink errors become retries or dead letters, and failures of
 the dedup store or the DLQ producer are waited out (with backoff) because going on
 without them would either duplicate a delivery or lose a record. A dead letter too
@@ -21,6 +26,7 @@ from typing import TypeVar
 
 from prometheus_client import Counter, Histogram
 
+from consumers.batching import Batcher
 from consumers.dedup import DedupStore
 from consumers.dlq import (
     REASON_EXHAUSTED,
@@ -33,7 +39,7 @@ from consumers.event import Event
 from consumers.metrics import ConsumerMetrics
 from consumers.record import SourceRecord
 from consumers.retry import SinkRetry
-from consumers.sinks import Sink, SinkError
+from consumers.sinks import BatchSink, Sink, SinkError
 from webhook_common.contract import IdOrigin, parse_time
 from webhook_common.errors import WebhookGatewayError
 from webhook_common.tracing import Tracing
@@ -91,6 +97,53 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+class _Fallback:
+    """A batch's answer to each of its events when the batch failed: send it alone."""
+
+
+FALLBACK = _Fallback()
+BatchOutcome = Exception | _Fallback | None
+
+
+def _batch_runner(
+    sink: BatchSink, metrics: ConsumerMetrics
+) -> Callable[[list[Event]], Awaitable[list[BatchOutcome]]]:
+    size = metrics.batch_size.labels(sink.name)
+    failures = metrics.batch_failures.labels(sink.name)
+
+    async def run(events: list[Event]) -> list[BatchOutcome]:
+        alone = len(events) == 1
+        try:
+            if alone:
+                await sink.send(events[0])
+            else:
+                size.observe(len(events))
+                await sink.send_batch(events)
+        except asyncio.CancelledError as cancelled:
+            if _cancelling():
+                raise
+            failure: Exception = SinkError(
+                f"the sink raised {type(cancelled).__name__} without being cancelled",
+                retriable=True,
+            )
+        except Exception as exc:
+            failure = exc
+        else:
+            return [None] * len(events)
+        if alone:
+            return [failure]
+        failures.inc()
+        log.debug(
+            "sink %s: a batch of %d events failed (%s); sending each alone",
+            sink.name,
+            len(events),
+            _describe(failure),
+        )
+        return [FALLBACK] * len(events)
+
+    return run
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -110,6 +163,7 @@ class Deliverer:
         dedup_ttl: Callable[[str, IdOrigin], int] | None = None,
         hold_on_outage: bool = True,
         tracer: Tracing | None = None,
+        max_batch: int = 1,
     ) -> None:
         self.sinks = sinks
         self.dedup = dedup
@@ -129,6 +183,11 @@ class Deliverer:
         self._durations: dict[str, Histogram] = {}
         self._successes: dict[str, Counter] = {}
         self._end_to_end: dict[str, Histogram] = {}
+        self._batchers: dict[str, Batcher[Event, BatchOutcome]] = {
+            name: Batcher(_batch_runner(sink, metrics), max_batch)
+            for name, sink in sinks.items()
+            if max_batch > 1 and isinstance(sink, BatchSink)
+        }
         self.tracer = tracer
         if tracer is not None:
             # Chosen once here: without tracing a delivery runs exactly as it always did.
@@ -218,6 +277,7 @@ class Deliverer:
         circuit = retry.circuit
         failing_since: float | None = None  # when this event's current failures began
         ttl = self._dedup_ttl(event)
+        batcher = self._batchers.get(sink_name)
         retry.budget.deposit()
         while True:
             probe = await circuit.admit()
@@ -227,7 +287,15 @@ class Deliverer:
             started = time.perf_counter()
             try:
                 try:
-                    await sink.send(event)
+                    if batcher is not None and attempts == 1:
+                        # A retry goes alone: its backoff is its own.
+                        outcome = await batcher.submit(event)
+                        if isinstance(outcome, Exception):
+                            raise outcome
+                        if outcome is not None:  # the batch failed: this event alone
+                            await sink.send(event)
+                    else:
+                        await sink.send(event)
                 except asyncio.CancelledError as cancelled:
                     if _cancelling():
                         raise

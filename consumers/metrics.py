@@ -33,6 +33,17 @@ class ConsumerMetrics:
             ["sink"],
             buckets=_DURATION_BUCKETS,
         )
+        self.batch_size = m.histogram(
+            "sink_batch_events",
+            "Events per send_batch call to a sink that takes several at once",
+            ["sink"],
+            buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+        )
+        self.batch_failures = m.counter(
+            "sink_batch_failures_total",
+            "send_batch calls that failed, after which each of their events was sent on its own",
+            ["sink"],
+        )
         self.retries = m.counter("retries_total", "Delivery attempts after a failure", ["sink"])
         self.held = m.counter(
             "held_total",

@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import asyncio
-
 from consumers.config import DedupConfig
-from consumers.dedup import MemoryDedupStore, _Batcher
+from consumers.dedup import MemoryDedupStore
 from webhook_common.contract import IdOrigin
 
 
@@ -112,33 +110,19 @@ async def test_the_store_keeps_a_digest_never_the_id() -> None:
     assert max(k.bit_length() for k in long._expiry) <= 128
 
 
-async def test_batcher_gathers_concurrent_calls_into_few_batches() -> None:
-    batches: list[list[int]] = []
+def test_only_openssl_reasons_count_as_a_refused_tls_handshake() -> None:
+    import ssl
 
-    async def run(items: list[int]) -> list[int]:
-        batches.append(items)
-        await asyncio.sleep(0.01)
-        return [i * 2 for i in items]
+    from consumers.dedup import _tls_refusal
 
-    batcher: _Batcher[int, int] = _Batcher(run, max_batch=40)
-    results = await asyncio.gather(*(batcher.submit(i) for i in range(100)))
-    assert results == [i * 2 for i in range(100)]
-    assert sorted(i for b in batches for i in b) == list(range(100))
-    assert len(batches) == 3  # 40 + 40 + 20, not 100 round trips
-    assert max(len(b) for b in batches) == 40
-
-
-async def test_batcher_failure_reaches_every_caller_of_that_batch_only() -> None:
-    calls = 0
-
-    async def run(items: list[int]) -> list[int]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise ConnectionError("down")
-        return items
-
-    batcher: _Batcher[int, int] = _Batcher(run, max_batch=10)
-    first = await asyncio.gather(*(batcher.submit(i) for i in range(3)), return_exceptions=True)
-    assert all(isinstance(r, ConnectionError) for r in first)
-    assert await batcher.submit(7) == 7
+    assert _tls_refusal(OSError("[SSL: CERTIFICATE_VERIFY_FAILED] unable to get issuer")) == (
+        "CERTIFICATE_VERIFY_FAILED"
+    )
+    assert _tls_refusal(OSError("[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")) == (
+        "TLSV13_ALERT"
+    )
+    wrapped = ConnectionError("handshake")
+    wrapped.__cause__ = ssl.SSLError(1, "refused")
+    assert _tls_refusal(wrapped) is not None
+    # An outage whose message merely mentions certificates is waited out, not a config error.
+    assert _tls_refusal(ConnectionError("Error 111 connecting; see certificate docs")) is None

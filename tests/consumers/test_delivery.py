@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -323,3 +325,154 @@ async def test_cancelling_a_delivery_still_cancels_it() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert sink.calls == 1  # not taken for a failed attempt and retried
+
+
+class BatchingSink(FakeSink):
+    """A FakeSink with ``send_batch``; ``batch_fail`` decides whether a batch fails."""
+
+    def __init__(
+        self,
+        name: str = "b",
+        *,
+        batch_fail: Callable[[Sequence[Event]], BaseException | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(name, **kwargs)
+        self.batches: list[list[str]] = []
+        self.batch_fail = batch_fail
+        self.gate: asyncio.Event | None = None
+
+    async def send_batch(self, events: Sequence[Event]) -> None:
+        self.batches.append([e.id for e in events])
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.batch_fail is not None and (exc := self.batch_fail(events)) is not None:
+            raise exc
+        self.received.extend(events)
+
+
+def _batching(
+    sink: FakeSink, max_batch: int = 500
+) -> tuple[Deliverer, FakeProducer, ConsumerMetrics, MemoryDedupStore]:
+    store = MemoryDedupStore(3600, 1000)
+    producer = FakeProducer()
+    metrics = ConsumerMetrics(fresh_registry())
+    d = Deliverer(
+        {sink.name: sink},
+        store,
+        {sink.name: SinkRetry(RetryConfig(initial_ms=1, max_ms=5, max_attempts=3))},
+        metrics,
+        DeadLetterWriter(producer, "dlq", "grp"),
+        infra_backoff_max=0.01,
+        max_batch=max_batch,
+    )
+    return d, producer, metrics, store
+
+
+def _events(n: int) -> list[tuple[Event, SourceRecord]]:
+    out = []
+    for i in range(n):
+        item = make_item(record(i, f"k{i}"))
+        assert item.event is not None
+        out.append((item.event, item.record))
+    return out
+
+
+async def test_ready_deliveries_to_a_batch_sink_share_one_send_batch_call() -> None:
+    sink = BatchingSink()
+    d, _, metrics, store = _batching(sink)
+    events = _events(30)
+    outcomes = await asyncio.gather(*(d.deliver(ev, rec, "b") for ev, rec in events))
+    assert outcomes == [Outcome.DELIVERED] * 30
+    assert sink.batches == [[ev.id for ev, _ in events]]
+    assert sink.calls == 0  # nothing went through send()
+    assert all([await store.seen(ev.id, "b") for ev, _ in events])
+    assert metrics.deliveries.labels("b", AttemptOutcome.SUCCESS)._value.get() == 30
+    assert metrics.batch_size.labels("b")._sum.get() == 30
+
+
+async def test_batches_are_at_most_max_batch_and_one_delivery_goes_through_send() -> None:
+    sink = BatchingSink()
+    d, _, _, _ = _batching(sink, max_batch=8)
+    events = _events(20)
+    await asyncio.gather(*(d.deliver(ev, rec, "b") for ev, rec in events))
+    assert [len(b) for b in sink.batches] == [8, 8, 4]
+    alone = make_item(record(99, "other"))
+    assert alone.event is not None
+    assert await d.deliver(alone.event, alone.record, "b") is Outcome.DELIVERED
+    assert sink.calls == 1  # a batch of one is a plain send
+    assert len(sink.batches) == 3
+
+
+async def test_no_mark_is_written_before_the_batch_succeeded() -> None:
+    sink = BatchingSink()
+    sink.gate = asyncio.Event()
+    d, _, _, store = _batching(sink)
+    events = _events(5)
+    tasks = [asyncio.create_task(d.deliver(ev, rec, "b")) for ev, rec in events]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(sink.batches) == 1
+    assert not any([await store.seen(ev.id, "b") for ev, _ in events])
+    sink.gate.set()
+    assert await asyncio.gather(*tasks) == [Outcome.DELIVERED] * 5
+    assert all([await store.seen(ev.id, "b") for ev, _ in events])
+
+
+async def test_a_failed_batch_falls_back_to_each_events_own_outcome() -> None:
+    events = _events(6)
+    bad = events[2][0].id
+
+    def batch_fail(batch: Sequence[Event]) -> BaseException | None:
+        if any(e.id == bad for e in batch):
+            return SinkError(f"row {bad} violates a constraint", retriable=False)
+        return None
+
+    def fail(event: Event, _calls: int) -> BaseException | None:
+        return SinkError("violates a constraint", retriable=False) if event.id == bad else None
+
+    sink = BatchingSink(batch_fail=batch_fail, fail=fail)
+    d, producer, metrics, store = _batching(sink)
+    outcomes = await asyncio.gather(*(d.deliver(ev, rec, "b") for ev, rec in events))
+    expected = [Outcome.DEAD_LETTERED if ev.id == bad else Outcome.DELIVERED for ev, _ in events]
+    assert outcomes == expected
+    assert len(sink.batches) == 1  # the failed batch is not tried again as a batch
+    assert sink.calls == 6  # each event once on its own, the bad one not retried
+    assert sorted(e.id for e in sink.received) == sorted(ev.id for ev, _ in events if ev.id != bad)
+    assert [dict(m["headers"])["dlq_reason"] for m in producer.sent] == [b"permanent"]
+    assert not await store.seen(bad, "b")
+    assert metrics.batch_failures.labels("b")._value.get() == 1
+    assert metrics.deliveries.labels("b", AttemptOutcome.PERMANENT_ERROR)._value.get() == 1
+
+
+async def test_retries_after_a_failed_batch_go_alone() -> None:
+    events = _events(4)
+    flaky = events[0][0].id
+    refusals = {flaky: 2}  # the flaky event's first two calls of send() fail
+
+    def fail(event: Event, _calls: int) -> BaseException | None:
+        if refusals.get(event.id, 0) > 0:
+            refusals[event.id] -= 1
+            return SinkError("503", retriable=True)
+        return None
+
+    sink = BatchingSink(batch_fail=lambda _: SinkError("timeout", retriable=True), fail=fail)
+    d, producer, metrics, _ = _batching(sink)
+    outcomes = await asyncio.gather(*(d.deliver(ev, rec, "b") for ev, rec in events))
+    assert outcomes == [Outcome.DELIVERED] * 4
+    assert len(sink.batches) == 1
+    assert sink.calls == 4 + 2  # one each after the batch, two more for the flaky one
+    assert metrics.retries.labels("b")._value.get() == 2
+    assert producer.sent == []
+
+
+async def test_max_batch_one_and_sinks_without_send_batch_send_each_event() -> None:
+    sink = BatchingSink()
+    d, _, _, _ = _batching(sink, max_batch=1)
+    events = _events(10)
+    await asyncio.gather(*(d.deliver(ev, rec, "b") for ev, rec in events))
+    assert (sink.batches, sink.calls) == ([], 10)
+    plain = FakeSink("p")
+    d, _, _, _ = _batching(plain)
+    await asyncio.gather(*(d.deliver(ev, rec, "p") for ev, rec in events))
+    assert plain.calls == 10

@@ -25,11 +25,8 @@ import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
 
 from consumers.dedup import RedisDedupStore
-from consumers.sinks import SinkContext
-from consumers.sinks.postgres import PostgresSink, PostgresSinkConfig
 from tests.consumers.harness import (
     ConsumerProcess,
     TargetServer,
@@ -40,6 +37,7 @@ from tests.consumers.harness import (
     write_config,
 )
 from tests.integration.conftest import TopicFactory
+from tests.integration.pg_tables import sink_table
 
 N = 600
 KEYS = 60
@@ -75,25 +73,20 @@ def parse_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
 @pytest.fixture
 async def slow_table(database_url: str) -> AsyncIterator[str]:
     """The postgres sink's own table, created beforehand with a slow insert trigger."""
-    name = f"sigkill_{uuid.uuid4().hex[:10]}"
-    config = PostgresSinkConfig.model_validate({"dsn": database_url, "table": name})
-    ddl = PostgresSink("db", config, SinkContext("", {}, CollectorRegistry())).create_table_sql()
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(ddl)
-        await conn.execute(
+
+    def slow(name: str) -> list[str]:
+        return [
             f"CREATE FUNCTION {name}_slow() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN PERFORM pg_sleep({INSERT_DELAY}); RETURN NEW; END $$"
-        )
-        await conn.execute(
+            f"$$ BEGIN PERFORM pg_sleep({INSERT_DELAY}); RETURN NEW; END $$",
             f"CREATE TRIGGER slow BEFORE INSERT ON {name} "
-            f"FOR EACH ROW EXECUTE FUNCTION {name}_slow()"
-        )
+            f"FOR EACH ROW EXECUTE FUNCTION {name}_slow()",
+        ]
+
+    def drop(name: str) -> list[str]:
+        return [f"DROP FUNCTION IF EXISTS {name}_slow()"]
+
+    async with sink_table(database_url, "sigkill", slow, drop) as name:
         yield name
-    finally:
-        await conn.execute(f"DROP TABLE IF EXISTS {name}")
-        await conn.execute(f"DROP FUNCTION IF EXISTS {name}_slow()")
-        await conn.close()
 
 
 async def test_sigkill_then_restart_file_and_postgres_get_each_event_once(
